@@ -1,0 +1,177 @@
+"""Small stateful callbacks; the Trainer calls on_<phase> hooks, each callback keeps its own state.
+
+Order matters and is fixed by train.py: EarlyStopping (decides best) -> Overlays -> Checkpointing
+-> Tracking (logs the epoch's metrics after the others added theirs).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import default_collate
+
+from runner import checkpoint as ckpt
+from runner.engine import move
+from runner.viz import grid
+
+
+class Callback:
+    state_key: str = ""
+
+    def on_fit_start(self, trainer) -> None: ...
+    def on_log(self, trainer, step: int, values: dict[str, float]) -> None: ...
+    def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None: ...
+    def on_fit_end(self, trainer) -> None: ...
+    def on_exception(self, trainer, exc: BaseException) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class EarlyStopping(Callback):
+    """Track the best value of `monitor`; stop after `patience` epochs without a `min_delta` gain.
+
+    Non-finite values never count as best. With enabled=False it still tracks the best epoch.
+    """
+
+    state_key = "early_stopping"
+
+    def __init__(self, monitor: str, mode: str = "min", patience: int = 5, min_delta: float = 0.0,
+                 enabled: bool = True):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.monitor, self.mode, self.patience, self.min_delta, self.enabled = monitor, mode, patience, min_delta, enabled
+        self.wait = 0
+
+    def improved(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        st = trainer.state
+        if self.monitor not in metrics:
+            raise KeyError(f"early stopping monitors {self.monitor!r}, which was not logged; "
+                           f"available: {sorted(k for k in metrics if not k.startswith('_'))}")
+        value = metrics[self.monitor]
+        if not math.isfinite(value):
+            self.wait += 1
+        elif self.improved(value, st.best_metric):
+            st.best_metric, st.best_epoch = value, epoch
+            self.wait = 0
+        else:
+            self.wait += 1
+        metrics["epoch/best_epoch"] = st.best_epoch if st.best_epoch is not None else math.nan
+        if self.enabled and self.wait >= self.patience:
+            st.stop_reason = (f"early stopping: {self.monitor} has not improved for {self.wait} epochs; "
+                              f"best {st.best_metric:.4g} at epoch {st.best_epoch}")
+            trainer.should_stop = True
+
+    def state_dict(self):
+        return {"wait": self.wait}
+
+    def load_state_dict(self, state):
+        self.wait = int(state["wait"])
+
+
+class Overlays(Callback):
+    """Each `every` epochs, draw the same fixed val samples into one grid image."""
+
+    def __init__(self, tracker, dataset, n_samples: int, every: int = 1):
+        self.tracker, self.every = tracker, every
+        n = min(n_samples, len(dataset))
+        idx = np.linspace(0, len(dataset) - 1, n).round().astype(int) if n else []
+        self.batch = default_collate([dataset[int(i)] for i in idx]) if n else None
+        self.last_path: Path | None = None
+
+    @torch.no_grad()
+    def on_epoch_end(self, trainer, epoch, metrics):
+        if self.batch is None or epoch % self.every:
+            return
+        model = trainer.model
+        was_training = model.training
+        model.eval()
+        batch = move(self.batch, trainer.device)
+        with trainer.autocast():
+            outputs = trainer.task.forward(model, batch)
+        outputs = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in outputs.items()}
+        batch = {k: v.cpu() if torch.is_tensor(v) else v for k, v in batch.items()}
+        outputs = {k: v.cpu() if torch.is_tensor(v) else v for k, v in outputs.items()}
+        n = next(iter(v for v in batch.values() if torch.is_tensor(v))).shape[0]
+        tiles = [trainer.task.draw(batch, outputs, i) for i in range(n)]
+        image = grid(tiles, cols=2 if n > 1 else 1)
+        self.last_path = self.tracker.log_image("val/overlays", image, f"epoch {epoch}: fixed val samples",
+                                                step=trainer.state.step, epoch=epoch)
+        model.train(was_training)
+
+
+class Checkpointing(Callback):
+    """Save latest every epoch, best on a new best, periodic every `save_every`; upload as artifacts."""
+
+    def __init__(self, store: ckpt.CheckpointStore, tracker, config: dict, run_id: str, save_every: int = 1,
+                 upload: bool = True, criterion=None, extra_state=None):
+        self.store, self.tracker, self.config, self.run_id = store, tracker, config, run_id
+        self.save_every, self.upload, self.criterion = save_every, upload, criterion
+        self.extra_state = extra_state or (lambda: {})
+
+    def full_state(self, trainer, **marks) -> dict[str, Any]:
+        st = trainer.state
+        return {
+            "model": ckpt.unwrap(trainer.model).state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "scaler": trainer.scaler.state_dict(),
+            "criterion": self.criterion.state_dict() if self.criterion is not None else {},
+            "rng": ckpt.rng_state(),
+            "step": st.step, "epoch": st.epoch,
+            "best_metric": st.best_metric, "best_epoch": st.best_epoch,
+            "callbacks": {cb.state_key: cb.state_dict() for cb in trainer.callbacks if cb.state_key},
+            "config": self.config, "run_id": self.run_id,
+            **self.extra_state(), **marks,
+        }
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        is_best = trainer.state.best_epoch == epoch
+        periodic = epoch % self.save_every == 0
+        state = self.full_state(trainer, val_metrics={k: v for k, v in metrics.items() if isinstance(v, float)})
+        paths = self.store.save(state, periodic_epoch=epoch if periodic else None, best=is_best)
+        if self.upload and self.tracker.enabled:
+            aliases = ["latest", f"epoch-{epoch}"] + (["best"] if is_best else [])
+            meta = {"epoch": epoch, "step": trainer.state.step,
+                    "val_loss": metrics.get("epoch/val_loss"), "config": self.config}
+            self.tracker.log_checkpoint(paths[0], aliases, meta)
+
+    def on_exception(self, trainer, exc):
+        """A crash or interrupt still leaves (and uploads) a loadable latest checkpoint."""
+        state = self.full_state(trainer, interrupted=type(exc).__name__)
+        path = self.store.save(state)[0]
+        if self.upload and self.tracker.enabled:
+            try:
+                self.tracker.log_checkpoint(path, ["latest", "interrupted"],
+                                            {"epoch": trainer.state.epoch, "step": trainer.state.step,
+                                             "interrupted": type(exc).__name__})
+            except Exception:  # the local file is what matters; never mask the original error
+                pass
+
+
+class Tracking(Callback):
+    """Forward scalars to the tracker: interval scalars at their step, epoch scalars at epoch end."""
+
+    def __init__(self, tracker):
+        self.tracker = tracker
+
+    def on_log(self, trainer, step, values):
+        self.tracker.log(values, step=step)
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        self.tracker.log({k: v for k, v in metrics.items() if not k.startswith("_")}, step=trainer.state.step)
+
+    def on_fit_end(self, trainer):
+        st = trainer.state
+        self.tracker.set_summary({"best_epoch": st.best_epoch, "best_metric": st.best_metric,
+                                  "epochs_completed": st.epoch, "steps": st.step,
+                                  "stop_reason": st.stop_reason or "completed"})

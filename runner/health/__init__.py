@@ -1,0 +1,1 @@
+"""Collapse statistics (stats.py) and the rules that read them (detectors.py)."""

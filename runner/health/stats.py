@@ -1,0 +1,91 @@
+"""Collapse statistics, accumulated on the device under no_grad.
+
+This module is the one place that names the collapse metrics:
+    pred/mean, pred/std, pred/min, pred/max    over every element of the prediction vectors
+    gt/std                                     std across samples of the target vectors
+    pred/std_ratio                             pred/std / gt/std (collapse: far below 1)
+    pred/<r>_mean, pred/<r>_max, pred/<r>_rate, target/<r>_rate    for each sparse/rare target r
+std is taken across all samples seen in the interval (per dimension, then averaged over
+dimensions), so it is meaningful even at batch size 2.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from runner.tasks.base import MonitorView
+
+PROB_THRESHOLD = 0.5  # a probability above this counts as a positive prediction
+
+
+class CollapseStats:
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.n = None  # rows seen
+        self.s1 = self.s2 = self.t1 = self.t2 = None
+        self.vmin = self.vmax = None
+        self.rates: dict[str, list[Tensor]] = {}
+
+    @torch.no_grad()
+    def update(self, view: MonitorView) -> None:
+        pred = view.pred.detach().float().flatten(1)
+        target = view.target.detach().float().flatten(1)
+        rows = torch.tensor(float(pred.shape[0]), device=pred.device)
+        if pred.shape[0] == 0:
+            pmin = torch.tensor(float("inf"), device=pred.device)
+            pmax = -pmin
+        else:
+            pmin, pmax = pred.min(), pred.max()
+        if self.n is None:
+            self.n = rows
+            self.s1, self.s2 = pred.sum(0), (pred * pred).sum(0)
+            self.t1, self.t2 = target.sum(0), (target * target).sum(0)
+            self.vmin, self.vmax = pmin, pmax
+        else:
+            self.n = self.n + rows
+            self.s1 += pred.sum(0)
+            self.s2 += (pred * pred).sum(0)
+            self.t1 += target.sum(0)
+            self.t2 += (target * target).sum(0)
+            self.vmin = torch.minimum(self.vmin, pmin)
+            self.vmax = torch.maximum(self.vmax, pmax)
+        for name, (prob, pos) in view.rates.items():
+            prob = prob.detach().float()
+            pos = pos.detach().float()
+            cur = torch.stack([
+                prob.sum(), (prob > PROB_THRESHOLD).float().sum(), pos.sum(),
+                torch.tensor(float(prob.numel()), device=prob.device),
+                prob.max() if prob.numel() else torch.zeros((), device=prob.device),
+            ])
+            if name in self.rates:
+                acc = self.rates[name]
+                acc[0] = acc[0] + cur[:4]
+                acc[1] = torch.maximum(acc[1], cur[4])
+            else:
+                self.rates[name] = [cur[:4].clone(), cur[4].clone()]
+
+    def tensors(self) -> dict[str, Tensor]:
+        """0-d device tensors keyed by metric name (no host read here)."""
+        out: dict[str, Tensor] = {}
+        if self.n is not None:
+            n = self.n.clamp_min(1)
+            mean = self.s1 / n
+            var = (self.s2 / n - mean * mean).clamp_min(0) * (n / (n - 1).clamp_min(1))
+            tmean = self.t1 / n
+            tvar = (self.t2 / n - tmean * tmean).clamp_min(0) * (n / (n - 1).clamp_min(1))
+            pstd, tstd = var.sqrt().mean(), tvar.sqrt().mean()
+            out["pred/mean"] = mean.mean()
+            out["pred/std"] = pstd
+            out["pred/min"] = self.vmin
+            out["pred/max"] = self.vmax
+            out["gt/std"] = tstd
+            out["pred/std_ratio"] = pstd / tstd.clamp_min(1e-12)
+        for name, (sums, pmax) in self.rates.items():
+            total = sums[3].clamp_min(1)
+            out[f"pred/{name}_mean"] = sums[0] / total
+            out[f"pred/{name}_rate"] = sums[1] / total
+            out[f"target/{name}_rate"] = sums[2] / total
+            out[f"pred/{name}_max"] = pmax
+        return out

@@ -1,0 +1,46 @@
+"""On-device accumulators. Nothing here reads the host; `tensors()` hands 0-d device tensors
+to the trainer, which reads everything it logs in one `torch.stack(...).tolist()` per interval."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class Meter:
+    """Ratio accumulators: value(name) = sum(num) / sum(den). A loss term is (term * B, B)."""
+
+    def __init__(self):
+        self.num: dict[str, Tensor] = {}
+        self.den: dict[str, Tensor] = {}
+
+    def update(self, name: str, num: Tensor, den: Tensor | float) -> None:
+        num = num.detach().float()
+        den = den.detach().float() if isinstance(den, Tensor) else torch.tensor(float(den), device=num.device)
+        if name in self.num:
+            self.num[name] += num
+            self.den[name] += den
+        else:
+            self.num[name] = num.clone()
+            self.den[name] = den.clone()
+
+    def update_means(self, values: dict[str, Tensor], n: int, prefix: str = "") -> None:
+        """Batch means weighted by the batch size n."""
+        for k, v in values.items():
+            self.update(prefix + k, v.detach().float() * n, n)
+
+    def tensors(self) -> dict[str, Tensor]:
+        # den == 0 yields nan; the trainer drops nan ratios whose denominator was 0
+        return {k: self.num[k] / self.den[k] for k in self.num}
+
+    def reset(self) -> None:
+        self.num.clear()
+        self.den.clear()
+
+
+def read_host(tensors: dict[str, Tensor]) -> dict[str, float]:
+    """The one host read of an interval: stack every 0-d tensor and convert once."""
+    if not tensors:
+        return {}
+    keys = list(tensors)
+    values = torch.stack([tensors[k].detach().float().reshape(()) for k in keys]).tolist()
+    return {k: v for k, v in zip(keys, values) if v == v}  # drop nan (empty denominators)

@@ -1,0 +1,26 @@
+"""The end-of-run report printed to the terminal: where the run is, how to look at it, how it did."""
+from __future__ import annotations
+
+from pathlib import Path
+
+REPORT_KEYS = ("val/loss", "val/pixel_error", "val/pred/std_ratio", "val/pred/mean", "val/gt/std")
+
+
+def print_run_report(run_dir: Path, wandb_dir: str | None, summary: dict, last_val: dict) -> None:
+    lines = ["", "=" * 72, f"run directory : {run_dir}"]
+    if wandb_dir:
+        lines += [f"W&B run       : {wandb_dir}",
+                  f"  watch       : wandb leet {wandb_dir}",
+                  f"  inspect     : wandb leet inspect --summary {wandb_dir}",
+                  f"  upload      : wandb sync {wandb_dir}"]
+    lines.append(f"stopped       : {summary.get('stop_reason')}; best epoch {summary.get('best_epoch')} "
+                 f"({summary.get('best_metric')})")
+    for key in sorted(k for k in last_val if k.startswith("val/") and k.count("/") == 1 and "weighted" not in k):
+        base = summary.get("baseline/" + key[4:])
+        extra = f"   (mean-target baseline {base:.4g})" if isinstance(base, (int, float)) else ""
+        lines.append(f"  {key:<24} {last_val[key]:.4g}{extra}")
+    health = summary.get("health/table")
+    if health:
+        lines += ["health:", health]
+    lines.append("=" * 72)
+    print("\n".join(lines), flush=True)

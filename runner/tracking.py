@@ -1,0 +1,113 @@
+"""The only module that imports wandb.
+
+Tracker mirrors every logged scalar into `<run_dir>/metrics.jsonl` and every overlay into
+`<run_dir>/media/`, so a run is readable without W&B; with W&B enabled it also logs to a W&B
+run (offline by default) whose files live in `<run_dir>/wandb/`.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import string
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import wandb
+
+# Epoch-level keys are plotted against `epoch`; step-level keys against the global step.
+EPOCH_PREFIXES = ("epoch/*", "val/*")
+SUMMARY_MIN = ("epoch/val_loss", "val/pixel_error", "val/center_error", "val/point_error")
+SUMMARY_MAX = ("val/iou", "val/done_recall")
+
+
+class Tracker:
+    def __init__(self, wandb_cfg, run_dir: Path, run_id: str, config: dict[str, Any], resume: bool = False):
+        self.run_dir = Path(run_dir)
+        self.run_id = run_id
+        self.media_dir = self.run_dir / "media"
+        self.media_dir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+        self.run = None
+        self.summary: dict[str, Any] = {}
+        if wandb_cfg.enabled and wandb_cfg.mode != "disabled":
+            self.run = wandb.init(
+                project=wandb_cfg.project, entity=wandb_cfg.entity, name=wandb_cfg.run_name or run_id,
+                tags=list(wandb_cfg.tags), mode=wandb_cfg.mode, dir=str(self.run_dir), config=config,
+                id=run_id, resume="allow" if resume else None, job_type="train",
+            )
+            self.run.define_metric("epoch")
+            for pattern in EPOCH_PREFIXES:
+                self.run.define_metric(pattern, step_metric="epoch")
+            for key in SUMMARY_MIN:
+                self.run.define_metric(key, step_metric="epoch", summary="min")
+            for key in SUMMARY_MAX:
+                self.run.define_metric(key, step_metric="epoch", summary="max")
+
+    # -- location
+    @property
+    def wandb_dir(self) -> str | None:
+        """The W&B run directory (the one `wandb sync` and `wandb leet inspect` take)."""
+        return str(Path(self.run.dir).parent) if self.run is not None else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.run is not None
+
+    # -- logging
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self._jsonl.write(json.dumps({"_step": step, "_time": time.time(), **metrics}) + "\n")
+        if self.run is not None:
+            self.run.log(metrics, step=step)
+
+    def log_image(self, key: str, rgb: np.ndarray, caption: str, step: int, epoch: int) -> Path:
+        """Save the overlay as PNG in the run dir and log it. `rgb` must be HxWx3 uint8."""
+        import cv2
+
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"overlay must be HxWx3 uint8, got {rgb.dtype} {rgb.shape}")
+        path = self.media_dir / f"{key.replace('/', '_')}_epoch{epoch:03d}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        if self.run is not None:
+            self.run.log({key: wandb.Image(rgb, caption=caption), "epoch": epoch}, step=step)
+        return path
+
+    def log_checkpoint(self, path: Path, aliases: list[str], metadata: dict[str, Any]) -> None:
+        """Log a checkpoint file to the artifact collection `model-<run id>` (type model)."""
+        if self.run is None:
+            return
+        art = wandb.Artifact(f"model-{self.run.id}", type="model", metadata=metadata)
+        art.add_file(str(path), name="checkpoint.pt")
+        self.run.log_artifact(art, aliases=aliases)
+
+    def alert(self, title: str, text: str, level: str = "WARN") -> None:
+        if self.run is None:
+            return
+        lvl = {"INFO": wandb.AlertLevel.INFO, "WARN": wandb.AlertLevel.WARN,
+               "ERROR": wandb.AlertLevel.ERROR}[level]
+        self.run.alert(title=title, text=text, level=lvl, wait_duration=0)
+
+    def set_summary(self, values: dict[str, Any]) -> None:
+        self.summary.update(values)
+        if self.run is not None:
+            for k, v in values.items():
+                self.run.summary[k] = v
+
+    def add_tags(self, tags: list[str]) -> None:
+        if self.run is not None:
+            self.run.tags = tuple(sorted(set(self.run.tags or ()) | set(tags)))
+
+    def finish(self, exit_code: int = 0) -> None:
+        (self.run_dir / "summary.json").write_text(json.dumps(self.summary, indent=2, default=str))
+        self._jsonl.close()
+        if self.run is not None:
+            self.run.finish(exit_code=exit_code)
+            self.run = None
+
+
+def new_run_id() -> str:
+    """8 lowercase letters/digits, the shape W&B uses for run ids."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
