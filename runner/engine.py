@@ -66,7 +66,7 @@ class Trainer:
         self.progress = progress
         self.state = state or RunState()
         self.heads = head_groups(model)
-        self.params = [p for ps in self.heads.values() for p in ps]
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.should_stop = False
 
     # ------------------------------------------------------------------ events
@@ -159,7 +159,8 @@ class Trainer:
             n = next(iter(v for v in batch.values() if isinstance(v, torch.Tensor))).shape[0]
             terms, norms, outputs = self.train_step(batch)
             with torch.no_grad():
-                meter.update_means({k: v for k, v in terms.items()}, n, prefix="train/")
+                # terms named "loss/..." (e.g. loss/sigma_reg of learnable weights) are logged verbatim
+                meter.update_means({(k if k.startswith("loss/") else "train/" + k): v for k, v in terms.items()}, n)
                 epoch_meter.update("loss", terms["loss"].detach().float() * n, n)
                 for k, v in norms.items():
                     meter.update(k, v, 1)
@@ -202,7 +203,7 @@ class Trainer:
             with self.autocast():
                 outputs = self.task.forward(self.model, batch)
                 terms = self.criterion(outputs, batch)
-            meter.update_means(terms, n, prefix="val/")
+            meter.update_means({k: v for k, v in terms.items() if not k.startswith("loss/")}, n, prefix="val/")
             for k, (num, den) in self.task.metrics(outputs, batch).items():
                 meter.update("val/" + k, num, den)
             stats.update(self.task.monitor_view(outputs, batch))

@@ -64,15 +64,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(model: torch.nn.Module, optim_cfg) -> torch.optim.Optimizer:
-    """AdamW over the model's own parameters: weight decay on matrices/kernels, none on biases/norms."""
+def make_optimizer(model: torch.nn.Module, optim_cfg, criterion: torch.nn.Module | None = None
+                   ) -> torch.optim.Optimizer:
+    """AdamW over the model's own parameters: weight decay on matrices/kernels, none on biases/norms.
+
+    A loss with trainable parameters (learnable loss weights, which the user must opt into in the
+    loss config) gets its own group named "loss", without weight decay, and is announced loudly.
+    """
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    print(f"optimizer: AdamW, {sum(p.numel() for p in decay):,} decayed + "
-          f"{sum(p.numel() for p in no_decay):,} non-decayed model parameters (no loss parameters)")
-    return torch.optim.AdamW([{"params": decay, "weight_decay": optim_cfg.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=optim_cfg.lr,
-                             betas=optim_cfg.betas)
+    groups = [{"name": "decay", "params": decay, "weight_decay": optim_cfg.weight_decay},
+              {"name": "no_decay", "params": no_decay, "weight_decay": 0.0}]
+    loss_named = [(n, p) for n, p in (criterion.named_parameters() if criterion is not None else []) if p.requires_grad]
+    msg = (f"optimizer: AdamW, {sum(p.numel() for p in decay):,} decayed + "
+           f"{sum(p.numel() for p in no_decay):,} non-decayed model parameters")
+    if loss_named:
+        groups.append({"name": "loss", "params": [p for _, p in loss_named], "weight_decay": 0.0})
+        msg += f"; WARNING: {len(loss_named)} learnable loss parameters ({', '.join(n for n, _ in loss_named)})"
+    else:
+        msg += " (no loss parameters)"
+    print(msg)
+    return torch.optim.AdamW(groups, lr=optim_cfg.lr, betas=optim_cfg.betas)
 
 
 def fit(cfg, resume: str | None = None, progress: bool = True) -> dict:
@@ -88,7 +100,7 @@ def fit(cfg, resume: str | None = None, progress: bool = True) -> dict:
                                            generator=torch.Generator().manual_seed(cfg.seed), **loader)
     val_dl = torch.utils.data.DataLoader(val_ds, shuffle=False, **loader)
     model, criterion = task.model().to(device), task.criterion().to(device)
-    optimizer = make_optimizer(model, cfg.optim)
+    optimizer = make_optimizer(model, cfg.optim, criterion)
     if resumed:
         run_id, run_dir = resumed["run_id"], Path(resume).resolve().parent.parent
     else:
