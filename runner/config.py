@@ -80,6 +80,8 @@ class WandbConfig(Section):
     run_name: Optional[str] = None
     tags: list[str] = []
     mode: Literal["offline", "online", "disabled"] = "offline"
+    group: Optional[str] = None  # W&B run group (sweeps group their trials under one name)
+    init_timeout: float = Field(60.0, gt=0)  # seconds to reach W&B online before falling back to offline
 
 
 COMMON_SECTIONS: dict[str, type[Section]] = {
