@@ -16,7 +16,19 @@ from runner import checkpoint as ckpt
 from tests.conftest import ROOT, find_wandb_run, run_cli
 
 BASE = ["--config", "configs/sequence_demo.yaml", "--no-progress", "--data.train_size=192", "--data.val_size=32",
-        "--train.batch_size=32", "--train.log_every=2", "--viz.n_samples=2", "--early_stop.enabled=False"]
+        "--data.image_size=48", "--data.radius=2", "--model.width=8", "--train.batch_size=32",
+        "--train.log_every=1", "--viz.n_samples=2", "--early_stop.enabled=False"]
+STEPS = 5 * 6  # 5 epochs of 6 steps
+
+
+def wait_for_lines(out_dir: Path, n: int, proc, timeout: float = 120) -> None:
+    """Block until the run's metrics.jsonl has n lines (one per step, one per epoch)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        files = list(out_dir.glob("*/metrics.jsonl"))
+        if files and sum(len(f.read_text().splitlines()) for f in files) >= n:
+            return
+        time.sleep(0.05)
 
 
 def popen(args, out_dir, env=None):
@@ -46,11 +58,13 @@ def reference(tmp_path_factory):
 
 def test_sigkill_at_random_points_then_resume_gives_identical_weights(reference, tmp_path):
     rng = random.Random(1234)
-    kills = 0
+    kills, seen = 0, 0
     for attempt in range(12):
         proc = popen([*BASE, "--train.epochs=5", "--resume", "auto"], tmp_path)
-        if attempt < 4:  # during start-up, a step, a checkpoint write or validation: wherever it lands
-            time.sleep(rng.uniform(4.0, 9.0))
+        if attempt < 4:  # at a random point of training: in a step, a checkpoint write or validation
+            seen += rng.randint(3, 9)
+            wait_for_lines(tmp_path, seen, proc)
+            time.sleep(rng.uniform(0.0, 0.2))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
@@ -67,17 +81,15 @@ def test_sigkill_at_random_points_then_resume_gives_identical_weights(reference,
 
 def test_sigterm_saves_mid_epoch_resumes_same_wandb_run_and_weights(reference, tmp_path):
     proc = popen([*BASE, "--train.epochs=5", "--wandb"], tmp_path)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(tmp_path.glob("*/checkpoints/latest.pt")):
-        time.sleep(0.2)
-    time.sleep(0.3)
+    wait_for_lines(tmp_path, 10, proc)  # in the middle of epoch 2
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     resume_lines = [l for l in err.splitlines() if "resume with:" in l]
     assert len(resume_lines) == 1 and "--resume" in resume_lines[0] and "SIGTERM" in resume_lines[0]
     latest = next(tmp_path.glob("*/checkpoints/latest.pt"))
-    assert ckpt.load(latest)["interrupted"] == "SIGTERM"
+    saved = ckpt.load(latest)
+    assert saved["interrupted"] == "SIGTERM" and saved["run_state"]["batch_in_epoch"] > 0  # mid-epoch
     p = run_cli("runner.train", *BASE, "--train.epochs=5", "--wandb", "--resume", str(latest), f"--out_dir={tmp_path}")
     assert p.returncode == 0, p.stderr[-2000:]
     run_dirs = list(tmp_path.iterdir())
@@ -127,27 +139,34 @@ def bad_checkpoints(good: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
         ("missing", ["--resume", str(tmp / "nope.pt")], "does not exist"),
         ("truncated", ["--resume", str(truncated)], "truncated or corrupt"),
         ("other task", ["--resume", str(other_task)], "from task 'lanes', not 'sequence'"),
-        ("other shape", ["--resume", str(good), "--model.width=8"], "does not fit this model"),
+        ("other shape", ["--resume", str(good), "--model.width=4"], "does not fit this model"),
         ("pickle", ["--resume", str(evil)], "was refused"),
     ]
 
 
-def test_bad_checkpoints_give_one_line_and_exit_2_and_never_run_code(good_checkpoint, tmp_path):
+def test_bad_checkpoints_give_one_line_and_exit_2_and_never_run_code(good_checkpoint, tmp_path, capsys,
+                                                                    monkeypatch):
+    from runner.train import main
     mark = tmp_path / "payload-ran"
-    cases = bad_checkpoints(good_checkpoint, tmp_path)
-    for name, args, fragment in cases:
-        p = run_cli("runner.train", *BASE, "--train.epochs=2", *args, f"--out_dir={tmp_path}/runs",
-                    env={"PAYLOAD_MARK": str(mark)})
-        lines = [l for l in p.stderr.splitlines() if l.strip() and not l.startswith("wandb")]
-        assert p.returncode == 2, (name, p.stderr[-1500:])
+    monkeypatch.setenv("PAYLOAD_MARK", str(mark))
+    for name, args, fragment in bad_checkpoints(good_checkpoint, tmp_path):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            main([*BASE, "--train.epochs=2", *args, f"--out_dir={tmp_path}/runs"])
+        err = capsys.readouterr().err
+        lines = [l for l in err.splitlines() if l.strip()]
+        assert exc.value.code == 2, (name, err)
         assert len(lines) == 1 and fragment in lines[0], (name, lines)
     assert not mark.exists()
     assert ckpt.load(good_checkpoint)["epoch"] == 1  # the good checkpoint is untouched
 
 
-def test_shape_mismatch_names_the_key(good_checkpoint, tmp_path):
-    p = run_cli("runner.train", *BASE, "--resume", str(good_checkpoint), "--model.width=8", f"--out_dir={tmp_path}")
-    assert p.returncode == 2 and "backbone.0.0.weight" in p.stderr and "(16, 5, 3, 3)" in p.stderr
+def test_shape_mismatch_names_the_key(good_checkpoint, tmp_path, capsys):
+    from runner.train import main
+    with pytest.raises(SystemExit):
+        main([*BASE, "--resume", str(good_checkpoint), "--model.width=4", f"--out_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert "backbone.0.0.weight" in err and "(8, 5, 3, 3)" in err and "(4, 5, 3, 3)" in err
 
 
 def test_collapsed_checkpoint_needs_force(good_checkpoint, tmp_path):
