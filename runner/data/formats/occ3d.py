@@ -95,16 +95,18 @@ def export_synthetic(dataset, root: str | Path, n: int | None = None, free_class
     """Write the first n grids of a synthetic OccupancyDataset in the Occ3D layout.
 
     Occupied voxels get class ids 1..16 by height band (any non-free id works), free voxels
-    `free_class`; mask_camera is all ones. Samples are spread over `scenes` scene directories.
+    `free_class`; mask_camera is all ones. Samples are split into `scenes` scene directories in
+    order, so the sorted sample directories list them in index order.
     """
     root = Path(root)
     n = len(dataset) if n is None else n
+    per_scene = -(-n // max(1, scenes))
     paths = []
     for i in range(n):
         occ = dataset.grid(i)
         band = 1 + (np.arange(occ.shape[2]) * 16 // occ.shape[2])
         sem = np.where(occ, band[None, None, :], free_class).astype(np.uint8)
-        paths.append(write_labels(root / f"scene-{i % scenes:04d}" / f"sample-{i:06d}" / LABELS, sem))
+        paths.append(write_labels(root / f"scene-{i // per_scene:04d}" / f"sample-{i:06d}" / LABELS, sem))
     return paths
 
 
