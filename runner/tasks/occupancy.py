@@ -158,7 +158,8 @@ class OccupancyTask(Task):
         n_tp, n_fp, n_fn = int(tp.sum()), int(fp.sum()), int(fn.sum())
         iou = n_tp / max(n_tp + n_fp + n_fn, 1) if n_tp + n_fp + n_fn else float("nan")
         h = panels[0].shape[0]
-        viz.text(panels[0], "input (height, blue=unseen)", (4, 14), scale=0.4)
+        viz.text(panels[0], "input height", (4, 14), scale=0.4)
+        viz.text(panels[0], "blue: unseen", (4, h - 8), viz.CYAN, 0.4)
         viz.text(panels[1], f"GT occ {occ.mean():.2%}", (4, 14), viz.GREEN, 0.4)
         viz.text(panels[2], f"pred occ {pred.mean():.2%}", (4, 14), viz.RED, 0.4)
         viz.text(panels[3], "TP", (4, 14), viz.YELLOW, 0.4)
