@@ -4,7 +4,6 @@ Learning against the baselines and the seed_broken control are measured by bench
 """
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 
@@ -279,6 +278,10 @@ def test_occ3d_bad_files_are_user_errors_naming_the_file(tmp_path):
     with pytest.raises(UserError, match=r"b/labels\.npz.*lacks key\(s\) \['mask_camera'\]"):
         Occ3DDataset(tmp_path / "ok", "train", OccupancySpec(grid=(8, 8, 4)))
     assert len(Occ3DDataset(tmp_path / "ok", "train", OccupancySpec(grid=(8, 8, 4)), use_camera_mask=False)) == 2
+    with open(bad, "wb") as f:
+        np.save(f, good)  # a plain .npy under the .npz name
+    with pytest.raises(UserError, match=r"b/labels\.npz.*single array"):
+        Occ3DDataset(tmp_path / "ok", "train", OccupancySpec(grid=(8, 8, 4)))
     bad.unlink()
     with pytest.raises(UserError, match=r"missing Occ3D labels file .*b/labels\.npz"):
         Occ3DDataset(tmp_path / "ok", "train", OccupancySpec(grid=(8, 8, 4)))

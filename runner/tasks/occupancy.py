@@ -30,7 +30,7 @@ class DataConfig(Section):
     obs_dropout: float = Field(0.2, ge=0, lt=1)  # sensor: fraction of BEV columns not observed
     height_noise: float = Field(0.5, ge=0)  # sensor: std of observed heights, voxels
     clutter_rate: float = Field(0.002, ge=0, le=1)  # sensor: fraction of columns with a spurious return
-    empty_label_fraction: float = Field(0.0, ge=0, le=1)  # synthetic fault: labels emptied, input intact (seed's UAVScenes)
+    empty_label_fraction: float = Field(0.0, ge=0, le=1)  # synthetic fault: labels emptied, input kept
     train_size: int = Field(2048, gt=0)  # synthetic samples per epoch (generated on the fly)
     val_size: int = Field(128, gt=0)
     train_root: Optional[str] = None  # occ3d: directory tree of <sample>/labels.npz for training

@@ -51,7 +51,11 @@ def read_labels(path: str | Path, free_class: int = OCC3D_FREE_CLASS, use_camera
     if not path.is_file():
         raise UserError(f"missing Occ3D labels file {str(path)!r}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise UserError(f"Occ3D labels file {str(path)!r} is a single array, not an .npz archive with "
+                            "'semantics' and 'mask_camera'")
+        with npz:
             keys = set(npz.files)
             need = ["semantics"] + (["mask_camera"] if use_camera_mask else [])
             missing = [k for k in need if k not in keys]
