@@ -48,6 +48,8 @@ def summarize(run_dir: Path) -> dict:
         "val_std_ratio": last.get("val/pred/std_ratio"),
         "val_exist_recall": last.get("val/exist_recall"),
         "val_exist_precision": last.get("val/exist_precision"),
+        "val_loss_exist": last.get("val/loss_exist"),
+        "val_loss_curv": last.get("val/loss_curv"),
     }
     for k in ("loss/sigma_reg", "loss/sigma_exist", "loss/sigma_curv"):
         if k in steps[-1]:
@@ -73,7 +75,7 @@ def main() -> int:
         lines = pred.stdout.strip().splitlines()
         spreads[name] = lines
         print(f"--- {name}: {run_dir}", flush=True)
-        print("\n".join(lines[1:4] + ["  ..."] + lines[-1:]), flush=True)
+        print("\n".join(lines[1:4] + ["  ..."] + lines[-2:]), flush=True)
     keys = sorted({k for r in results.values() for k in r}, key=lambda k: list(next(iter(results.values()))).index(k)
                   if k in next(iter(results.values())) else 99)
     print("\n" + "metric".ljust(24) + "".join(n[:28].rjust(30) for n in results))

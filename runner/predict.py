@@ -48,6 +48,15 @@ def spread_line(pred: torch.Tensor, target: torch.Tensor) -> str:
             f" -> {verdict}")
 
 
+def rate_line(name: str, prob: torch.Tensor, pos: torch.Tensor) -> str:
+    """How much a predicted probability (e.g. lane existence) varies across samples vs its target."""
+    p, t = prob.float().flatten(1), pos.float().flatten(1)
+    ps = float(p.std(0, unbiased=False).mean()) if p.shape[0] > 1 else 0.0
+    ts = float(t.std(0, unbiased=False).mean()) if t.shape[0] > 1 else 0.0
+    return (f"{name}: predicted probability std across samples {ps:.4f} vs target {ts:.4f}; "
+            f"mean {float(p.mean()):.3f} vs target rate {float(t.mean()):.3f}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runner.predict", allow_abbrev=False,
                                 description="Print predictions beside the truth; config keys can be "
@@ -94,6 +103,8 @@ def predict(checkpoint: str, n: int = 8, split: str = "val", device: str = "cpu"
         elif view.pred.shape[0] == len(idx):  # one monitored row per sample: print it
             lines.append(f"  pred {_vec(view.pred[row])} | true {_vec(view.target[row])}")
     lines.append(spread_line(view.pred, view.target))
+    for name, (prob, pos) in view.rates.items():
+        lines.append(rate_line(name, prob, pos))
     return lines
 
 

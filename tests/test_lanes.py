@@ -233,6 +233,15 @@ def test_monitor_view_tells_constant_predictions_from_real_ones():
     assert view.pred.shape == (16, 48) and set(view.rates) == {"exist"}
 
 
+def test_predict_spread_line_calls_identical_predictions_a_collapse():
+    from runner.predict import spread_line
+
+    target = torch.rand(8, 48, generator=torch.Generator().manual_seed(1))
+    same = spread_line(target[:1].expand(8, -1) + 1e-4 * torch.randn(8, 48), target)
+    assert "nearly IDENTICAL" in same and "collapse" in same
+    assert "about as much as the truth" in spread_line(target + 0.01, target)
+
+
 def test_overlay_renders_truth_green_and_prediction_red(tmp_path):
     task = make_task()
     batch = batch_of(task.dataset("val"), 2)
@@ -323,7 +332,7 @@ def test_tusimple_through_the_task_and_cli_error(tusimple_root, tmp_path):
     task = make_task(data={"source": "tusimple", "root": str(root)})
     batch = batch_of(task.dataset("train"), 4)
     out = task.criterion()(task.model()(batch["image"]), batch)
-    assert float(out["loss"]) > 0
+    assert float(out["loss"].detach()) > 0
     assert task.baseline()["point_error"] > 0
     bad = _write_bad(root, ['{"lanes": [], "h_samples": []}'])
     proc = run_cli("runner.train", "--config", "configs/lanes.yaml", "--data.source=tusimple",
@@ -360,7 +369,8 @@ def test_cli_run_logs_lanes_keys_to_wandb_and_predict_prints_lanes(out_dir):
     lines = pred.stdout.splitlines()
     assert sum(line.startswith("Sample ") for line in lines) == 4
     assert sum("Lane 1: pred P0=(" in line and "-> P5=(" in line for line in lines) == 4
-    assert lines[-1].startswith("spread across 4 samples: pred std") and "pred/std_ratio" in lines[-1]
+    assert lines[-2].startswith("spread across 4 samples: pred std") and "pred/std_ratio" in lines[-2]
+    assert lines[-1].startswith("exist: predicted probability std across samples")
 
 
 def test_cli_seed_broken_config_logs_sigmas(out_dir):

@@ -61,6 +61,7 @@ class DataConfig(Section):
 class ModelConfig(Section):
     width: int = Field(16, ge=4)  # backbone channels of the first stage (x4 at the end)
     hidden: int = Field(256, ge=8)  # MLP head width
+    pool: tuple[int, int] = (4, 8)  # features pooled to this grid (rows, cols); [1, 1]: global average pooling
 
 
 class LossConfig(Section):
@@ -107,7 +108,8 @@ class LanesTask(Task):
         return TuSimpleDataset(self._labels[split], self.size)
 
     def model(self):
-        return LaneNet(n_lanes=N_SLOTS, n_ctrl=N_CTRL, width=self.cfg.model.width, hidden=self.cfg.model.hidden)
+        m = self.cfg.model
+        return LaneNet(n_lanes=N_SLOTS, n_ctrl=N_CTRL, width=m.width, hidden=m.hidden, pool=tuple(m.pool))
 
     def criterion(self):
         c = self.cfg.loss
