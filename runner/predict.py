@@ -50,7 +50,7 @@ def spread_line(pred: torch.Tensor, target: torch.Tensor) -> str:
 
 def rate_line(name: str, prob: torch.Tensor, pos: torch.Tensor) -> str:
     """How much a predicted probability (e.g. lane existence) varies across samples vs its target."""
-    p, t = prob.float().flatten(1), pos.float().flatten(1)
+    p, t = prob.float().reshape(prob.shape[0], -1), pos.float().reshape(pos.shape[0], -1)
     ps = float(p.std(0, unbiased=False).mean()) if p.shape[0] > 1 else 0.0
     ts = float(t.std(0, unbiased=False).mean()) if t.shape[0] > 1 else 0.0
     return (f"{name}: predicted probability std across samples {ps:.4f} vs target {ts:.4f}; "
