@@ -7,7 +7,8 @@
         -> all scales brought to the heatmap grid (stride `heat_stride`), shared conv head
         -> evidence e [B, 4, h, w] for "the piece sits here, turned back by r"
     rotation_logits[r] = logsumexp over space of e[r]
-    head="heatmap": centre = soft-argmax of softmax(logsumexp_r e); size = size_prior * exp(delta)
+    head="heatmap": centre = soft-argmax of softmax(logsumexp_r e); size = size_prior * exp(delta),
+                    |delta| <= 0.5, delta from the pooled piece features
     head="regress": the evidence pooled to 4x6 cells -> MLP -> four numbers (the seed's kind of head:
                     (cx, cy, w, h) or four sigmoids read as (x1, y1, x2, y2))
 
@@ -26,6 +27,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.ops import box_convert
+
+
+MAX_LOG_SIZE = 0.5  # predicted sizes stay within exp(+-0.5) of the prior (pieces vary by +-10%)
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
@@ -138,6 +142,11 @@ class PuzzleNet(nn.Module):
             self.regress = nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 6, 128), nn.ReLU(inplace=True),
                                          nn.Linear(128, 4))
 
+    def sized(self, raw: Tensor) -> Tensor:
+        """(w, h) = prior * exp(MAX_LOG_SIZE * tanh(raw)): within 0.6x-1.65x of the prior. Unbounded, the
+        size grew into a hedge: CIoU's centre-distance term shrinks as a box that misses grows."""
+        return (self.log_size_prior + MAX_LOG_SIZE * torch.tanh(raw)).exp()
+
     def template_cells(self, image_hw: tuple[int, int], stride: int) -> tuple[int, int]:
         """The piece's expected size in cells at a stride (rounded half up, at least 1)."""
         h, w = image_hw
@@ -172,7 +181,7 @@ class PuzzleNet(nn.Module):
         ev = self.evidence(x.flatten(0, 1)).view(b, 4, gh, gw).float()
         rotation_logits = ev.flatten(2).logsumexp(-1)
         heat_logits = ev.logsumexp(1)
-        size = (self.log_size_prior + self.size_head(pooled).float()).exp()
+        size = self.sized(self.size_head(pooled).float())
         if self.head_kind == "heatmap":
             prob = heat_logits.flatten(1).softmax(-1)
             grid = coords(b, gh, gw, image.device, torch.float32).flatten(2)
@@ -186,7 +195,7 @@ class PuzzleNet(nn.Module):
                 box_xyxy = out.sigmoid()
                 box = box_convert(box_xyxy, "xyxy", "cxcywh")
             else:
-                box = torch.cat([out[:, :2].sigmoid(), (self.log_size_prior + out[:, 2:].clamp(-3, 3)).exp()], 1)
+                box = torch.cat([out[:, :2].sigmoid(), self.sized(out[:, 2:])], 1)
                 box_xyxy = box_convert(box, "cxcywh", "xyxy")
         return {"box": box, "box_xyxy": box_xyxy, "rotation_logits": rotation_logits,
                 "heatmap_logits": heat_logits, "evidence": ev}

@@ -164,7 +164,7 @@ class PuzzleTask(Task):
             x1, y1, x2, y2 = (box_xyxy * size).round().astype(int)
             cv2.rectangle(puzzle, (x1, y1), (x2, y2), color, 1, cv2.LINE_AA)
             cx, cy = (x1 + x2) // 2, (y1 + y2) // 2  # a ring, so a box of a few pixels is still seen
-            cv2.circle(puzzle, (cx, cy), max(10, (x2 - x1)), color, 1, cv2.LINE_AA)
+            cv2.circle(puzzle, (cx, cy), 12, color, 1, cv2.LINE_AA)
 
         gt = batch["box"][i].float()
         pred = outputs["box"][i].float()
@@ -186,8 +186,9 @@ class PuzzleTask(Task):
         viz.text(back, "turned back", (4, 14))
         column = [given, back]
         if "heatmap_logits" in outputs:  # where the model looked
-            heat = outputs["heatmap_logits"][i].float().flatten().softmax(0).view(outputs["heatmap_logits"].shape[1:])
-            heat = (heat / heat.max().clamp_min(1e-12)).numpy()
+            logits = outputs["heatmap_logits"][i].float()
+            logp = logits.flatten().log_softmax(0).view(logits.shape)
+            heat = ((logp - logp.max()).clamp_min(-8) / 8 + 1).numpy()  # log scale: 8 nats below the peak -> 0
             heat = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[..., ::-1]
             heat = cv2.resize(np.ascontiguousarray(heat), (side, max(1, round(side * h / w))),
                               interpolation=cv2.INTER_NEAREST)
