@@ -151,8 +151,8 @@ def test_fixed_loss_terms_are_never_negative(boxes, rots):
     batch = {"box": gt, "rotation": torch.tensor(rots[:len(boxes)])}
     loss = PuzzleLoss(center_mse_weight=1.0, variance_weight=1.0, heatmap_weight=0.5)
     out = loss(outputs_for(pred, torch.randn(len(boxes), 4)), batch)
-    for k in ("loss", "position_loss", "rotation_loss", "position/ciou", "position/smooth_l1",
-              "position/center_mse", "position/variance", "position/heatmap"):
+    for k in ("loss", "position_loss", "rotation_loss", "heatmap_loss", "position/ciou", "position/smooth_l1",
+              "position/center_mse", "position/variance"):
         assert torch.isfinite(out[k]) and out[k] >= 0, (k, out[k])
     assert torch.equal(out["total_loss"], out["loss"].detach())
 
@@ -162,7 +162,7 @@ def test_loss_keys_weights_and_variance_penalty():
     batch = {"box": gt, "rotation": torch.tensor([1, 2])}
     same = torch.tensor([[0.5, 0.5, SEED_W, SEED_H]] * 2)
     out = PuzzleLoss(variance_weight=1.0, min_variance=0.01)(outputs_for(same), batch)
-    assert {"loss", "position_loss", "rotation_loss", "total_loss", "iou"} <= set(out)
+    assert {"loss", "position_loss", "rotation_loss", "heatmap_loss", "total_loss", "iou"} <= set(out)
     assert float(out["position/variance"]) == pytest.approx(0.01)  # collapsed centres are penalised
     assert float(out["rotation_loss"]) == pytest.approx(math.log(4), abs=1e-6)
     spread = PuzzleLoss(variance_weight=1.0)(outputs_for(gt.clone()), batch)
@@ -172,6 +172,11 @@ def test_loss_keys_weights_and_variance_penalty():
     # position_loss = 0.5 CIoU + 0.5 SmoothL1 by default, plus the optional terms by their weights
     expect = 0.5 * out["position/ciou"] + 0.5 * out["position/smooth_l1"] + out["position/variance"]
     assert float(out["position_loss"]) == pytest.approx(float(expect), rel=1e-6)
+    # the heatmap term sits beside position_loss (so position_loss stays on the seed's scale)
+    both = PuzzleLoss(heatmap_weight=0.5)(outputs_for(same), batch)
+    assert float(both["loss"]) == pytest.approx(float(both["position_loss"] + both["rotation_loss"]
+                                                      + 0.5 * both["heatmap_loss"]), rel=1e-6)
+    assert float(both["heatmap_loss"]) == pytest.approx(math.log(8 * 12), rel=1e-6)  # flat heatmap
     with pytest.raises(ValueError, match=">= 0"):
         PuzzleLoss(ciou_weight=-1.0)
 
@@ -311,10 +316,12 @@ def test_folder_json_bad_sample_names_the_file(tmp_path, corrupt, match):
     assert str(bad) in str(err.value)
 
 
-def test_cli_reports_a_malformed_sample_file_and_exits_2(tmp_path):
-    task = tiny_task()
-    export(task.cfg, tmp_path / "data", {"train": 2, "val": 2})
+def test_export_cli_then_train_cli_names_a_malformed_sample_file_and_exits_2(tmp_path):
+    proc = run_cli("runner.data.formats.folder_json", "--config", str(CONFIG), "--out", str(tmp_path / "data"),
+                   "--train", "2", "--val", "2")
+    assert proc.returncode == 0 and "wrote {'train': 2, 'val': 2}" in proc.stdout, proc.stderr
     bad = tmp_path / "data" / "train" / "000000.json"
+    assert json.loads(bad.read_text())["image"] == "000000.image.png"
     bad.write_text("{oops")
     proc = run_cli("runner.train", "--config", str(CONFIG), "--no-progress", f"--out_dir={tmp_path / 'runs'}",
                    "--data.source=folder", f"--data.root={tmp_path / 'data'}")
@@ -335,7 +342,8 @@ def test_cli_offline_wandb_run_logs_puzzle_keys(out_dir):
     records = inspect_records(run)
     rows = history(records)
     keys = set().union(*(r.keys() for r in rows))
-    for k in ("train/position_loss", "train/rotation_loss", "train/total_loss", "train/loss", "pred/std_ratio",
+    for k in ("train/position_loss", "train/rotation_loss", "train/total_loss", "train/loss", "train/heatmap_loss",
+              "train/position/ciou", "train/position/smooth_l1", "pred/std_ratio",
               "pred/std", "gt/std", "val/center_error", "val/iou", "val/rotation_accuracy", "val/position_loss",
               "val/pred/std_ratio", "val/overlays._type"):  # an image is logged as val/overlays.<field>
         assert k in keys, f"{k} not logged; logged: {sorted(keys)}"

@@ -4,9 +4,12 @@
                   + w_l1   * SmoothL1(box, gt)                 on the model's parametrization
                   + w_cmse * MSE(centre, gt centre)            optional (seed advice 2)
                   + w_var  * relu(min_var - Var_batch(centre)) optional variance penalty (seed advice 4)
-                  + w_heat * CE(heatmap logits, gt cell)       optional, heatmap head only
     rotation_loss = CE(rotation_logits, rotation)
-    loss          = w_pos * position_loss + w_rot * rotation_loss
+    heatmap_loss  = CE(heatmap logits, cell holding the true centre)   optional, detection-style
+    loss          = w_pos * position_loss + w_rot * rotation_loss + w_heat * heatmap_loss
+
+position_loss is on the seed's scale (its log read 1.000 with GIoU and ~0.6 after adding
+SmoothL1), so runs compare with it directly; the heatmap term is kept apart for that reason.
 
 Why CIoU and not GIoU: for the seed's tiny pieces (0.1% of the area) a predicted box that does
 not overlap the truth gets a GIoU gradient of ~0.08 per coordinate but a CIoU gradient of ~0.9
@@ -15,8 +18,8 @@ the whole picture, which is where the seed's loss sat. SmoothL1 gives each coord
 pull; its beta is in normalized units (0.02 = ~4 px of a 192 px wide puzzle), so beyond a few
 pixels it acts like L1 and does not fade as the error shrinks, which it does with beta=1.
 
-Returns {"loss", "position_loss", "rotation_loss", "weighted/position_loss",
-"weighted/rotation_loss", "total_loss" (= loss, detached), "position/<term>" (unweighted),
+Returns {"loss", "position_loss", "rotation_loss", "heatmap_loss" (unweighted),
+"weighted/<each>", "total_loss" (= loss, detached), "position/<term>" (unweighted),
 "weighted/position/<term>", "iou" (diagnostic, no grad)}.
 """
 from __future__ import annotations
@@ -28,7 +31,8 @@ from torchvision.ops import box_convert, complete_box_iou_loss
 
 from runner.losses.weighting import WeightedSum
 
-POSITION_TERMS = ("ciou", "smooth_l1", "center_mse", "variance", "heatmap")
+POSITION_TERMS = ("ciou", "smooth_l1", "center_mse", "variance")
+TOTAL_TERMS = ("position_loss", "rotation_loss", "heatmap_loss")
 
 
 def paired_iou(a_xyxy: Tensor, b_xyxy: Tensor) -> Tensor:
@@ -59,10 +63,9 @@ class PuzzleLoss(nn.Module):
             raise ValueError(f"box_format must be 'cxcywh' or 'xyxy', got {box_format!r}")
         self.beta, self.min_variance, self.box_format = smooth_l1_beta, min_variance, box_format
         self.position = WeightedSum({"ciou": ciou_weight, "smooth_l1": smooth_l1_weight,
-                                     "center_mse": center_mse_weight, "variance": variance_weight,
-                                     "heatmap": heatmap_weight}, POSITION_TERMS)
-        self.total = WeightedSum({"position_loss": position_weight, "rotation_loss": rotation_weight},
-                                 ("position_loss", "rotation_loss"))
+                                     "center_mse": center_mse_weight, "variance": variance_weight}, POSITION_TERMS)
+        self.total = WeightedSum({"position_loss": position_weight, "rotation_loss": rotation_weight,
+                                  "heatmap_loss": heatmap_weight}, TOTAL_TERMS)
 
     def forward(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
         gt = batch["box"].float()  # (cx, cy, w, h)
@@ -84,13 +87,14 @@ class PuzzleLoss(nn.Module):
             "smooth_l1": l1,
             "center_mse": F.mse_loss(centre, gt[:, :2]),
             "variance": variance,
-            "heatmap": F.cross_entropy(heat.flatten(1), target),
         }
         pos = self.position(terms)
         rotation = F.cross_entropy(outputs["rotation_logits"].float(), batch["rotation"])
+        heatmap = F.cross_entropy(heat.flatten(1), target)
         with torch.no_grad():
             iou = paired_iou(pred_xyxy, gt_xyxy).mean()
-        out = self.total({"position_loss": pos["loss"], "rotation_loss": rotation}, {"iou": iou})
+        out = self.total({"position_loss": pos["loss"], "rotation_loss": rotation, "heatmap_loss": heatmap},
+                         {"iou": iou})
         out["total_loss"] = out["loss"].detach()
         for k in POSITION_TERMS:
             out[f"position/{k}"] = pos[k].detach()
