@@ -5,7 +5,7 @@ the picture (0.1% of its area), shown to the model as the puzzle resized down an
 resized up. We reproduce that geometry:
 
   1. a "native" canvas of (puzzle_width, puzzle_height) * source_scale pixels is painted with a
-     multi-octave colour field, random shapes (discs, rectangles, strokes) and fine grain, so
+     multi-octave colour field, fine mottling and random shapes (discs, rectangles, strokes), so
      every small patch looks different from its neighbours, as in a photograph;
   2. a piece of piece_frac (w, h) of the canvas (times a common size jitter) is cut at native
      resolution, rotated counter-clockwise by rotation * 90 degrees (np.rot90), resized to
