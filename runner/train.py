@@ -22,6 +22,7 @@ from runner.callbacks import Checkpointing, EarlyStopping, Overlays, Tracking
 from runner.config import load_config, parse_overrides, to_dict
 from runner.engine import RunState, Trainer
 from runner.errors import UserError, exit_on_user_error
+from runner.health.monitor import HealthMonitor
 from runner.report import print_run_report
 from runner.schedules import make_lr_fn
 from runner.tasks import build_task
@@ -118,6 +119,8 @@ def fit(cfg, resume: str | None = None, progress: bool = True) -> dict:
     callbacks = [early, Overlays(tracker, val_ds, cfg.viz.n_samples, cfg.viz.every),
                  Checkpointing(store, tracker, config, run_id, cfg.checkpoint.save_every, cfg.checkpoint.upload,
                                criterion), Tracking(tracker)]
+    if cfg.monitor.enabled:  # after early stopping (best epoch known), before checkpointing (state saved)
+        callbacks.insert(2, HealthMonitor(cfg.monitor, tracker, val_ds, cfg.optim.warmup_steps))
     trainer = Trainer(task=task, model=model, criterion=criterion, optimizer=optimizer,
                       lr_fn=make_lr_fn(cfg.optim, cfg.train.epochs * steps), train_loader=train_dl,
                       val_loader=val_dl, device=device, epochs=cfg.train.epochs,
