@@ -1,0 +1,458 @@
+"""Health monitor benchmark: recall per failure type, false positives on healthy runs, checks from onset
+to alert, and the monitor's time overhead (monitor on vs off, interleaved within one run).
+
+    python bench/health_suite.py                      # everything: 5 seeds, 2 parallel runs
+    python bench/health_suite.py --seeds 1 --only rare_done healthy_default
+    python bench/health_suite.py --overhead-only      # just the overhead measurement
+    python bench/health_suite.py --list
+
+Every run is an ordinary `python -m runner.train` on a real task, broken (or not) only by config
+settings. Scenarios whose task is not in this checkout are skipped and listed. Each failure run is
+checked afterwards by a hindsight oracle that reads its whole logged history (which the online
+monitor cannot): a run in which the failure did not actually happen is reported as "not produced"
+and left out of recall rather than counted either way. Onset is the first check (or evaluation)
+from which the failure's defining statistic stays in the failure region, counted from the first
+check after the warm-up (when any online rule may first judge); the lag is alert index - onset index.
+
+Results: <out>/results.json and a markdown report on stdout (and <out>/report.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from runner.config import MonitorConfig  # noqa: E402
+from runner.health.detectors import is_check, is_evaluation  # noqa: E402
+from runner.tasks import available  # noqa: E402
+
+RULES = MonitorConfig()
+K = RULES.patience
+
+# ---------------------------------------------------------------- presets (ordinary config settings)
+
+SEQ = {  # sequence task, small enough for CPU: 64 steps/epoch, a check every 8 steps
+    "data.image_size": 64, "data.min_objects": 4, "data.max_objects": 10, "data.radius": 2,
+    "data.train_size": 2048, "data.val_size": 256, "model.width": 16, "train.batch_size": 32,
+    "train.log_every": 8, "train.epochs": 5, "optim.lr": 3e-3, "optim.warmup_steps": 40, "viz.n_samples": 0,
+    "early_stop.enabled": False,
+}
+SEQ_TINY_TRAIN = {**SEQ, "data.train_size": 8, "train.batch_size": 4, "train.epochs": 60, "optim.schedule": "constant",
+                  "optim.weight_decay": 0.0, "optim.warmup_steps": 10, "data.val_size": 128, "model.width": 48,
+                  "loss.kind": "mse"}
+
+
+# ---------------------------------------------------------------- oracles: (rows, evals) -> onset index or None
+
+def sustained(seq: list[bool], start: int, k: int) -> int | None:
+    """First index >= start from which seq holds for k consecutive entries (or to the end, if >= 1)."""
+    for i in range(start, len(seq)):
+        run = seq[i:i + k]
+        if run and all(run) and (len(run) == k or i + len(run) == len(seq)):
+            return i
+    return None
+
+
+def first_judged(rows: list[dict], warmup: int) -> int:
+    return next((i for i, r in enumerate(rows) if r["_step"] > warmup), len(rows))
+
+
+def oracle_collapse(rows, evals, warmup):
+    low = [r.get("pred/std_ratio", 1.0) < RULES.collapse_ratio for r in rows]
+    return sustained(low, first_judged(rows, warmup), K)
+
+
+def oracle_rare(rows, evals, warmup):
+    recall = [e.get("val/done_recall", 1.0) <= RULES.rare_recall for e in evals]
+    return sustained(recall, 0, RULES.eval_patience)
+
+
+def oracle_overfit(rows, evals, warmup):
+    vals = [e["epoch/val_loss"] for e in evals]
+    if len(vals) < 2:
+        return None
+    best = min(range(len(vals)), key=vals.__getitem__)
+    worse = [v > vals[best] * (1 + RULES.overfit_margin) for v in vals]
+    onset = sustained(worse, best + 1, RULES.eval_patience)
+    final_worse = vals[-1] > vals[best] * (1 + RULES.overfit_margin)
+    trains = [e["epoch/train_loss"] for e in evals]
+    return onset if onset is not None and final_worse and trains[-1] < trains[best] else None
+
+
+def oracle_gradients(rows, evals, warmup):
+    bad = []
+    for i, r in enumerate(rows):
+        past = [x["grad/total"] for x in rows[max(0, i - 8):i] if "grad/total" in x]
+        g = r.get("grad/total", math.nan)
+        spike = len(past) >= 3 and g > RULES.explode_factor * statistics.median(past)
+        heads = [v for k, v in r.items() if k.startswith("grad/") and k != "grad/total"]
+        vanish = r["_step"] > warmup and len(heads) >= 2 and min(heads) < RULES.vanish_ratio * max(heads)
+        bad.append(not math.isfinite(g) or "train/loss" not in r or spike or vanish)
+    return sustained(bad, 0, 1)
+
+
+def oracle_stuck(rows, evals, warmup):
+    keys = [k for k in rows[0] if k.startswith("train/weighted/")] if rows else []
+    for key in [k.replace("weighted/", "") for k in keys]:
+        v = [r.get(key, math.nan) for r in rows]
+        flat = [i + K <= len(v) and max(v[i:i + K]) - min(v[i:i + K]) <= RULES.stuck_tol * abs(v[i])
+                for i in range(len(v))]
+        onset = sustained(flat, 0, 1)
+        if onset is not None:
+            return onset
+    return None
+
+
+def oracle_sparse(rows, evals, warmup):
+    names = [k[len("target/"):-len("_rate")] for k in (rows[0] if rows else {}) if k.startswith("target/")]
+    for r in names:
+        low = [row.get(f"pred/{r}_mean", 1) < RULES.sparse_ratio * row.get(f"target/{r}_rate", 0) for row in rows]
+        onset = sustained(low, first_judged(rows, warmup), K)
+        if onset is not None:
+            return onset
+    return None
+
+
+def oracle_weighting(rows, evals, warmup):
+    keys = [k for k in (rows[0] if rows else {}) if k.startswith("loss/sigma_")]
+    for key in keys:
+        s0 = rows[0][key]
+        low = [(s0 / r[key]) ** 2 < RULES.weight_drop for r in rows if key in r]
+        onset = sustained(low, 0, K)
+        if onset is not None:
+            return onset
+    return None
+
+
+EVAL_LEVEL = {"rare_class", "overfitting"}
+
+
+@dataclass
+class Scenario:
+    name: str
+    task: str
+    kind: str  # failure | healthy
+    about: str  # how it is produced, and the seed it mirrors
+    overrides: dict[str, Any]
+    failure: str | None = None  # failure type
+    expect: tuple[str, ...] = ()  # detectors whose finding counts as detecting it
+    oracle: Callable | None = None
+    config: str = ""
+
+    def __post_init__(self):
+        self.config = self.config or {"sequence": "configs/sequence_demo.yaml"}.get(self.task, f"configs/{self.task}.yaml")
+
+
+SCENARIOS: list[Scenario] = [
+    # ---------------- failures
+    Scenario("rare_done", "sequence", "failure",
+             "done on 2% of samples (data.sampling=balanced, balanced_done_rate=0.02) with the seed's "
+             "unweighted done BCE (loss.done_weight=1): seed 003, done never predicted",
+             {**SEQ, "data.sampling": "balanced", "data.balanced_done_rate": 0.02, "loss.done_weight": 1.0},
+             "rare_class", ("rare_class",), oracle_rare),
+    Scenario("huge_lr", "sequence", "failure",
+             "a huge learning rate (optim.lr=10, 3000x the preset): gradient explosion and dead heads",
+             {**SEQ, "optim.lr": 10.0}, "gradients", ("gradients",), oracle_gradients),
+    Scenario("overfit_tiny_train", "sequence", "failure",
+             "a tiny training set (8 samples, 60 epochs, no weight decay): seed 003, best val loss early, "
+             "then rising while train loss falls",
+             SEQ_TINY_TRAIN, "overfitting", ("overfitting",), oracle_overfit),
+    Scenario("no_spatial_term", "sequence", "failure",
+             "the position term weighted to zero (loss.spatial_weight=0), seed 000's end state: the model "
+             "outputs one position for every input",
+             {**SEQ, "loss.spatial_weight": 0.0}, "collapse", ("collapse",), oracle_collapse),
+    Scenario("no_done_term", "sequence", "failure",
+             "the done term weighted to zero (loss.done_weight=0): no gradient reaches the done head",
+             {**SEQ, "loss.done_weight": 0.0}, "gradients", ("gradients",), oracle_gradients),
+    # ---------------- healthy
+    Scenario("healthy_default", "sequence", "healthy", "the preset: fixed losses, done weight 3", SEQ),
+    Scenario("healthy_converged", "sequence", "healthy",
+             "a loss that has simply converged: 12 epochs, cosine decay to 1% of the lr",
+             {**SEQ, "train.epochs": 12}),
+    Scenario("healthy_rare_learned", "sequence", "healthy",
+             "a rare class that is learned: done on 2% of samples with done weight 49 = (1-p)/p",
+             {**SEQ, "data.sampling": "balanced", "data.balanced_done_rate": 0.02, "loss.done_weight": 49.0}),
+    Scenario("healthy_low_lr", "sequence", "healthy", "a slow start: lr 1e-3 with a long warm-up",
+             {**SEQ, "optim.lr": 1e-3, "optim.warmup_steps": 120}),
+    Scenario("healthy_constant_lr", "sequence", "healthy", "constant lr 2e-3, batch 16",
+             {**SEQ, "optim.schedule": "constant", "optim.lr": 2e-3, "train.batch_size": 16,
+              "data.train_size": 1024}),
+    Scenario("healthy_mse", "sequence", "healthy", "the seed's MSE position loss with done weight 3",
+             {**SEQ, "loss.kind": "mse"}),
+]
+
+
+# ---------------------------------------------------------------- running
+
+@dataclass
+class RunResult:
+    scenario: str
+    seed: int
+    run_dir: str
+    ok: bool
+    seconds: float
+    findings: list[dict] = field(default_factory=list)
+    error: str = ""
+
+
+def argv_for(sc: Scenario, seed: int, out: Path) -> list[str]:
+    args = [sys.executable, "-m", "runner.train", "--config", sc.config, "--no-progress",
+            f"--out_dir={out / sc.name / f'seed{seed}'}", f"--seed={seed}"]
+    return args + [f"--{k}={v}" for k, v in sc.overrides.items()]
+
+
+def run_one(sc: Scenario, seed: int, out: Path, reuse: bool) -> RunResult:
+    base = out / sc.name / f"seed{seed}"
+    done = sorted(base.glob("*/summary.json")) if base.exists() else []
+    t0 = time.time()
+    if not (reuse and done):
+        if base.exists():
+            for p in sorted(base.glob("*"), reverse=True):
+                subprocess.run(["rm", "-rf", str(p)], check=False)
+        base.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+               "PYTHONPATH": str(ROOT)}
+        with open(base / "train.log", "w") as log:
+            proc = subprocess.run(argv_for(sc, seed, out), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        done = sorted(base.glob("*/summary.json"))
+        if proc.returncode != 0 and not done:
+            return RunResult(sc.name, seed, str(base), False, time.time() - t0,
+                             error=(base / "train.log").read_text()[-400:])
+    summary = json.loads(done[-1].read_text())
+    return RunResult(sc.name, seed, str(done[-1].parent), True, time.time() - t0,
+                     findings=summary.get("health/findings", []))
+
+
+def load_rows(run_dir: str) -> tuple[list[dict], list[dict]]:
+    rows, evals = [], []
+    for line in open(Path(run_dir) / "metrics.jsonl"):
+        r = json.loads(line)
+        if is_evaluation(r):
+            evals.append(r)
+        elif is_check(r):
+            rows.append(r)
+    return rows, evals
+
+
+def warmup_of(run_dir: str) -> int:
+    import yaml
+
+    cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    w = cfg["monitor"].get("warmup_steps")
+    return int(w if w is not None else cfg["optim"]["warmup_steps"])
+
+
+def score(sc: Scenario, res: RunResult) -> dict[str, Any]:
+    """Per-run verdict: detected / false positive / lag in checks (or evaluations) from onset."""
+    real = [f for f in res.findings if f["severity"] != "note"]
+    out: dict[str, Any] = {"scenario": sc.name, "seed": res.seed, "kind": sc.kind, "run_dir": res.run_dir,
+                           "findings": [(f["detector"], f["subject"], f["step"]) for f in real],
+                           "notes": [f["title"] for f in res.findings if f["severity"] == "note"]}
+    if sc.kind == "healthy":
+        out["false_positive"] = bool(real)
+        return out
+    rows, evals = load_rows(res.run_dir)
+    warmup = warmup_of(res.run_dir)
+    onset = sc.oracle(rows, evals, warmup) if sc.oracle else None
+    out["produced"] = onset is not None
+    hits = sorted((f for f in real if f["detector"] in sc.expect), key=lambda f: f["step"])
+    out["detected"] = bool(hits)
+    if hits:
+        step = hits[0]["step"]
+        out["alert_step"] = step
+        if sc.failure in EVAL_LEVEL:
+            idx = next((i for i, e in enumerate(evals) if e["_step"] >= step), len(evals) - 1)
+        else:
+            idx = next((i for i, r in enumerate(rows) if r["_step"] >= step), len(rows) - 1)
+        out["alert_index"] = idx
+        if onset is not None:
+            out["onset_index"] = onset
+            out["lag"] = idx - onset
+    return out
+
+
+# ---------------------------------------------------------------- overhead (one run, monitor on/off interleaved)
+
+def measure_overhead(out: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """One in-process training run in which the monitor works on every other log interval.
+
+    Interval wall time (from one on_log to the next) includes the steps and the previous check's hooks;
+    intervals are attributed to whether the monitor worked at the check that opened them. Intervals
+    that contain an evaluation are left out. The monitor's own hook time is also timed directly.
+    """
+    import runner.train as train
+    from runner.config import load_config
+    from runner.health.monitor import HealthMonitor
+
+    log: dict[str, list] = {"t": [], "on": [], "epoch_end": []}
+
+    class Interleaved(HealthMonitor):
+        active = True
+
+        def on_log(self, trainer, step, values):
+            log["t"].append(time.perf_counter())
+            log["on"].append(self.active)
+            if self.active:
+                super().on_log(trainer, step, values)
+            self.active = not self.active
+
+        def on_epoch_end(self, trainer, epoch, metrics):
+            log["epoch_end"].append(len(log["t"]))
+            t0 = time.perf_counter()
+            super().on_epoch_end(trainer, epoch, metrics)
+            log.setdefault("epoch_hook", []).append(time.perf_counter() - t0)
+
+    monitors = []
+
+    def factory(*a, **kw):
+        m = Interleaved(*a, **kw)
+        monitors.append(m)
+        return m
+
+    train.HealthMonitor = factory
+    cfg = load_config(ROOT / "configs/sequence_demo.yaml", {**overrides, "out_dir": str(out / "overhead")})
+    t0 = time.perf_counter()
+    train.fit(cfg, progress=False)
+    total = time.perf_counter() - t0
+    m = monitors[0]
+    t, on = log["t"], log["on"]
+    skip = set(log["epoch_end"])  # the interval that follows an evaluation holds it
+    on_iv, off_iv = [], []
+    for i in range(1, len(t)):
+        if i in skip:
+            continue
+        (on_iv if on[i - 1] else off_iv).append(t[i] - t[i - 1])
+    pairs = [(t[i] - t[i - 1]) / (t[i + 1] - t[i]) for i in range(1, len(t) - 1)
+             if on[i - 1] and i not in skip and i + 1 not in skip]
+    log_hook = m.seconds - sum(log.get("epoch_hook", []))
+    return {
+        "intervals_on": len(on_iv), "intervals_off": len(off_iv),
+        "median_interval_on_s": statistics.median(on_iv), "median_interval_off_s": statistics.median(off_iv),
+        "ab_ratio": statistics.median(on_iv) / statistics.median(off_iv) - 1,
+        "pairwise_ratio": statistics.median(pairs) - 1 if pairs else math.nan,
+        "monitor_seconds": m.seconds, "monitor_calls": m.calls, "run_seconds": total,
+        "check_hook_ms": 1000 * log_hook / max(1, sum(on)),
+        "epoch_hook_ms": 1000 * statistics.mean(log.get("epoch_hook", [0.0])),
+        "direct_ratio": m.seconds / total,
+        "steps": m.calls,
+    }
+
+
+# ---------------------------------------------------------------- report
+
+def report(scored: list[dict], skipped: list[str], overhead: dict | None) -> str:
+    lines = ["# Health monitor benchmark", ""]
+    fails = [s for s in scored if s["kind"] == "failure"]
+    healthy = [s for s in scored if s["kind"] == "healthy"]
+    by_type: dict[str, list[dict]] = {}
+    for s in fails:
+        by_type.setdefault(next(sc.failure for sc in SCENARIOS if sc.name == s["scenario"]), []).append(s)
+    lines += ["## Recall per failure type", "",
+              "| type | scenarios | runs | produced | detected (of produced) | recall | lag median (max) | unit |",
+              "|---|---|---|---|---|---|---|---|"]
+    tot_p = tot_d = 0
+    for ftype, ss in sorted(by_type.items()):
+        prod = [s for s in ss if s["produced"]]
+        det = [s for s in prod if s["detected"]]
+        lags = [s["lag"] for s in det if "lag" in s]
+        tot_p += len(prod)
+        tot_d += len(det)
+        unit = "evaluations" if ftype in EVAL_LEVEL else "checks"
+        lag = f"{statistics.median(lags):g} ({max(lags)})" if lags else "-"
+        rec = f"{100 * len(det) / len(prod):.0f}%" if prod else "-"
+        names = ", ".join(sorted({s['scenario'] for s in ss}))
+        lines.append(f"| {ftype} | {names} | {len(ss)} | {len(prod)} | {len(det)} | {rec} | {lag} | {unit} |")
+    if tot_p:
+        lines.append(f"| **all** | | {len(fails)} | {tot_p} | {tot_d} | **{100 * tot_d / tot_p:.0f}%** | | |")
+    lines += ["", "## Healthy runs", "", "| scenario | runs | false positives | findings |", "|---|---|---|---|"]
+    for name in sorted({s["scenario"] for s in healthy}):
+        ss = [s for s in healthy if s["scenario"] == name]
+        fp = [s for s in ss if s["false_positive"]]
+        what = "; ".join(f"seed {s['seed']}: {s['findings']}" for s in fp)
+        lines.append(f"| {name} | {len(ss)} | {len(fp)} | {what or '-'} |")
+    nfp = sum(s["false_positive"] for s in healthy)
+    lines.append(f"| **all** | {len(healthy)} | **{nfp}** | |")
+    notes = [(s["scenario"], s["seed"], n) for s in scored for n in s.get("notes", [])]
+    if notes:
+        lines += ["", "Notes (not alerts): " + "; ".join(f"{a} seed {b}: {c}" for a, b, c in notes[:10])]
+    missed = [s for s in fails if s["produced"] and not s["detected"]]
+    if missed:
+        lines += ["", "Missed: " + "; ".join(f"{s['scenario']} seed {s['seed']} (found {s['findings']})"
+                                             for s in missed)]
+    unproduced = [s for s in fails if not s["produced"]]
+    if unproduced:
+        lines += ["", "Failure not produced (left out of recall): " +
+                  "; ".join(f"{s['scenario']} seed {s['seed']} (found {s['findings']})" for s in unproduced)]
+    if skipped:
+        lines += ["", "Skipped (task not in this checkout): " + ", ".join(skipped)]
+    if overhead:
+        o = overhead
+        lines += ["", "## Monitor overhead (one run, monitor on/off on alternate log intervals)", "",
+                  f"- interval median on {1000 * o['median_interval_on_s']:.1f} ms vs off "
+                  f"{1000 * o['median_interval_off_s']:.1f} ms over {o['intervals_on']}/{o['intervals_off']} "
+                  f"intervals: A/B ratio {100 * o['ab_ratio']:+.2f}% (pairwise median {100 * o['pairwise_ratio']:+.2f}%)",
+                  f"- timed directly: {o['check_hook_ms']:.3f} ms per check, {o['epoch_hook_ms']:.1f} ms per "
+                  f"evaluation (fixed-batch forward + rules); {o['monitor_seconds']:.3f} s of "
+                  f"{o['run_seconds']:.1f} s run = {100 * o['direct_ratio']:.3f}%"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--out", default="/tmp/health-suite")
+    p.add_argument("--only", nargs="*", help="scenario names")
+    p.add_argument("--reuse", action="store_true", help="reuse finished runs found under --out")
+    p.add_argument("--no-overhead", action="store_true")
+    p.add_argument("--overhead-only", action="store_true")
+    p.add_argument("--list", action="store_true")
+    args = p.parse_args(argv)
+    if args.list:
+        for sc in SCENARIOS:
+            print(f"{sc.name:<24} {sc.kind:<8} {sc.failure or '':<16} {sc.task:<10} {sc.about}")
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = set(available())
+    chosen = [sc for sc in SCENARIOS if not args.only or sc.name in args.only]
+    skipped = sorted({sc.name for sc in chosen if sc.task not in tasks})
+    chosen = [sc for sc in chosen if sc.task in tasks]
+    scored: list[dict] = []
+    if not args.overhead_only:
+        jobs = [(sc, seed) for seed in range(args.seeds) for sc in chosen]
+        t0 = time.time()
+        with ThreadPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(lambda j: run_one(j[0], j[1], out, args.reuse), jobs))
+        for (sc, _), res in zip(jobs, results):
+            if not res.ok:
+                print(f"run {sc.name} seed {res.seed} failed: {res.error}", file=sys.stderr)
+                continue
+            scored.append(score(sc, res))
+        print(f"{len(jobs)} runs in {time.time() - t0:.0f} s", file=sys.stderr)
+    overhead = None
+    if not args.no_overhead and "sequence" in tasks:
+        overhead = measure_overhead(out, {"train.epochs": 3, "viz.n_samples": 0, "early_stop.enabled": False,
+                                          "checkpoint.upload": False})
+    text = report(scored, skipped, overhead)
+    (out / "results.json").write_text(json.dumps({"runs": scored, "overhead": overhead, "skipped": skipped},
+                                                 indent=1, default=str))
+    (out / "report.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
