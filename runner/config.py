@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -98,6 +99,8 @@ class WandbConfig(Section):
     run_name: Optional[str] = None
     tags: list[str] = []
     mode: Literal["offline", "online", "disabled"] = "offline"
+    group: Optional[str] = None  # W&B run group (sweeps group their trials under one name)
+    init_timeout: float = Field(60.0, gt=0)  # seconds to reach W&B online before falling back to offline
 
 
 COMMON_SECTIONS: dict[str, type[Section]] = {
@@ -111,6 +114,7 @@ COMMON_SECTIONS: dict[str, type[Section]] = {
 }
 
 
+@functools.cache
 def config_class(task_cls) -> type[Section]:
     """The full config model for one task: common sections plus the task's data/model/loss."""
     fields: dict[str, Any] = {

@@ -229,28 +229,42 @@ class PredictionCollapse(Detector):
     def __init__(self, cfg, warmup_steps=0):
         super().__init__(cfg, warmup_steps)
         self.prev: dict[str, float] = {}
+        self.peak: dict[str, tuple[float, int]] = {}  # key -> (highest ratio so far, its step)
         self.sample_rows: list[list[float]] = []  # set by the monitor: fixed-batch predictions, for evidence
         self.target_rows: list[list[float]] = []
 
-    def low(self, key: str, ratio: float, limit: float) -> bool:
+    def low(self, key: str, ratio: float, limit: float, step: int) -> bool:
         """Below the limit and not recovering (growth from below TINY is noise, not recovery)."""
         prev = self.prev.get(key)
         self.prev[key] = ratio
+        if ratio > self.peak.get(key, (-1.0, 0))[0]:
+            self.peak[key] = (ratio, step)
         if ratio >= limit:
             return False
         recovering = prev is not None and ratio > TINY and ratio >= self.cfg.growth * max(prev, TINY / 2)
         return not recovering
 
+    def patience(self, key: str, limit: float) -> int:
+        """A model that has never spread its predictions may still be starting: twice the patience.
+        One whose predictions spread and then fell together has collapsed: the plain patience."""
+        return self.cfg.patience if self.peak.get(key, (0.0, 0))[0] >= limit else 2 * self.cfg.patience
+
+    def history(self, key: str, limit: float) -> str:
+        peak, at = self.peak.get(key, (0.0, 0))
+        return f"fell from {fmt(peak)} at step {at}" if peak >= limit else f"never above {limit} since the start"
+
     def check(self, step, epoch, values):
         ratio = values.get("pred/std_ratio")
         if not finite(ratio) or values.get("gt/std", 1.0) < 1e-8:  # constant targets: nothing to compare
             return []
-        holds = self.low("pred/std_ratio", ratio, self.cfg.collapse_ratio) and self.warm(step)
-        s = self.judge("predictions", "train", holds, step, epoch, self.cfg.patience)
+        key, limit = "pred/std_ratio", self.cfg.collapse_ratio
+        holds = self.low(key, ratio, limit, step) and self.warm(step)
+        s = self.judge("predictions", "train", holds, step, epoch, self.patience(key, limit))
         if not s:
             return []
         ev = (f"pred std {fmt(values.get('pred/std', math.nan))} vs gt std {fmt(values.get('gt/std', math.nan))} "
-              f"(ratio {fmt(ratio)} < {self.cfg.collapse_ratio}) for {s.count} checks since step {s.onset_step}; "
+              f"(ratio {fmt(ratio)} < {limit}) for {s.count} checks since step {s.onset_step} "
+              f"({self.history(key, limit)}); "
               f"pred range [{fmt(values.get('pred/min', math.nan))}, {fmt(values.get('pred/max', math.nan))}]")
         return [self.finding("failed", "predictions", step, epoch,
                              f"prediction collapse: pred/std_ratio {fmt(ratio)}", ev, self.causes(values),
@@ -259,10 +273,13 @@ class PredictionCollapse(Detector):
     def evaluation(self, step, epoch, metrics):
         ratio = metrics.get("val/pred/std_ratio")
         fixed = metrics.get("health/fixed_std_ratio")
-        low_val = finite(ratio) and self.low("val/pred/std_ratio", ratio, self.cfg.collapse_ratio)
-        low_fixed = finite(fixed) and self.low("health/fixed_std_ratio", fixed, self.cfg.identical_ratio)
+        if metrics.get("val/gt/std", 1.0) < 1e-8:
+            ratio = None  # constant targets: nothing to compare
+        low_val = finite(ratio) and self.low("val/pred/std_ratio", ratio, self.cfg.collapse_ratio, step)
+        low_fixed = finite(fixed) and self.low("health/fixed_std_ratio", fixed, self.cfg.identical_ratio, step)
         holds = (low_val or low_fixed) and self.warm(step)
-        s = self.judge("predictions", "val", holds, step, epoch, self.cfg.patience)
+        s = self.judge("predictions", "val", holds, step, epoch, self.patience("val/pred/std_ratio",
+                                                                               self.cfg.collapse_ratio))
         if not s:
             return []
         parts = []
@@ -289,10 +306,11 @@ class PredictionCollapse(Detector):
         return COLLAPSE_CAUSES[:2]
 
     def extra_state(self):
-        return {"prev": dict(self.prev)}
+        return {"prev": dict(self.prev), "peak": {k: list(v) for k, v in self.peak.items()}}
 
     def load_extra_state(self, state):
         self.prev = dict(state.get("prev", {}))
+        self.peak = {k: (float(v[0]), int(v[1])) for k, v in state.get("peak", {}).items()}
 
 
 # ---------------------------------------------------------------- 2. runaway loss weighting
@@ -651,16 +669,22 @@ class GradientTrouble(Detector):
         super().__init__(cfg, warmup_steps)
         self.hist = History(self.WINDOW)
         self.seen: set[str] = set()
+        self.skipped = 0.0  # the engine's count of skipped non-finite steps (health/nonfinite_steps)
 
     def check(self, step, epoch, values):
         found = []
-        # -- non-finite
+        # -- non-finite: a NaN mean vanished from the host read, an inf stayed, or the engine skipped steps
         watched = [k for k in ("train/loss", "grad/total") if k in values or k in self.seen]
         bad = [k for k in watched if not finite(values.get(k))]
         self.seen.update(k for k in ("train/loss", "grad/total") if k in values)
+        skipped = values.get("health/nonfinite_steps")
+        if finite(skipped) and skipped > self.skipped:
+            bad.append(f"gradients ({int(skipped - self.skipped)} steps skipped)")
+        if finite(skipped):
+            self.skipped = skipped
         s = self.judge("nonfinite", "train", bool(bad), step, epoch, 1)
         if s:
-            what = ", ".join(f"{k} = {values.get(k, 'nan')}" for k in bad)
+            what = ", ".join(f"{k} = {values.get(k, 'nan')}" if k in values or "/" in k else k for k in bad)
             found.append(self.finding(
                 "failed", "nonfinite", step, epoch, f"non-finite {' and '.join(bad)}",
                 f"{what} in the interval ending at step {step} (lr {fmt(values.get('lr', math.nan))})",
@@ -711,11 +735,12 @@ class GradientTrouble(Detector):
         return found
 
     def extra_state(self):
-        return {"hist": self.hist.state(), "seen": sorted(self.seen)}
+        return {"hist": self.hist.state(), "seen": sorted(self.seen), "skipped": self.skipped}
 
     def load_extra_state(self, state):
         self.hist.load(state.get("hist", {}))
         self.seen = set(state.get("seen", []))
+        self.skipped = float(state.get("skipped", 0.0))
 
 
 DETECTORS: tuple[type[Detector], ...] = (PredictionCollapse, RunawayWeighting, StuckLoss, SparseCollapse, RareClass,
@@ -789,7 +814,7 @@ def replay(records: Iterable[dict[str, Any]], cfg: MonitorConfig | None = None, 
     for r in records:
         step = int(r.get("_step", 0))
         values = {k: v for k, v in r.items() if not k.startswith("_") and not k.startswith("health/")
-                  or k == "health/fixed_std_ratio"}
+                  or k in ("health/fixed_std_ratio", "health/nonfinite_steps")}
         if is_evaluation(r):
             rules.evaluation(step, float(r.get("epoch", 0)), values)
         elif is_check(r):

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from runner import checkpoint as ckpt
 from runner.callbacks import Callback, Checkpointing
 from runner.config import MonitorConfig
-from runner.engine import move
+from runner.engine import NonFiniteError, move
 from runner.health.detectors import Finding, Rules, health_table, pct, status_of
 
 LEVEL = {"healthy": 0, "warning": 1, "failed": 2}
@@ -100,6 +100,15 @@ class HealthMonitor(Callback):
 
     def on_exception(self, trainer, exc):
         try:
+            if isinstance(exc, NonFiniteError):  # the engine stopped before the check reached on_log
+                st = trainer.state
+                f = Finding("gradients", "failed", "nonfinite", st.step, float(st.epoch), "non-finite loss or "
+                            "gradients stopped the run", str(exc),
+                            ["learning rate too high", "log or division of zero in a loss", "fp16 overflow"],
+                            ["lower the learning rate", "gradient clipping (train.grad_clip)", "bf16 instead of fp16"],
+                            onset_step=st.step, values={"nonfinite_steps": float(st.nonfinite_steps)})
+                self.rules.findings.append(f)
+                self.handle(trainer, [f], stop=False)
             self.publish(final=True)
         except Exception:  # never mask the original error
             pass
@@ -131,6 +140,9 @@ class HealthMonitor(Callback):
         finally:
             model.train(was_training)
         pred, target = view.pred.detach().float().flatten(1), view.target.detach().float().flatten(1)
+        if view.mask is not None:  # once per evaluation, so boolean indexing (a host sync) is fine here
+            keep = view.mask.reshape(-1).bool()
+            pred, target = pred[keep], target[keep]
         if pred.shape[0] < 2:
             return None
         pstd, tstd = pred.std(0).mean(), target.std(0).mean()
@@ -144,7 +156,7 @@ class HealthMonitor(Callback):
             return None  # the fixed targets do not vary: nothing to compare
         return host[0] / host[1]
 
-    def handle(self, trainer, findings: list[Finding]) -> None:
+    def handle(self, trainer, findings: list[Finding], stop: bool = True) -> None:
         if not findings:
             return
         for f in findings:
@@ -157,7 +169,7 @@ class HealthMonitor(Callback):
                 self.tracker.add_tags([f"health:{f.detector}"])
         self.publish()
         failure = next((f for f in findings if f.severity == "failed"), None)
-        if failure is not None and self.cfg.on_failure == "stop" and not trainer.should_stop:
+        if stop and failure is not None and self.cfg.on_failure == "stop" and not trainer.should_stop:
             self.stop(trainer, failure)
 
     def publish(self, final: bool = False) -> None:
@@ -172,13 +184,19 @@ class HealthMonitor(Callback):
         if final:
             self.tracker.add_tags([f"health:{status}"])
 
+    def checkpoint_mark(self) -> dict[str, Any]:
+        """Top-level `health` entry of every checkpoint (Checkpointing extra_state): resume refuses a
+        checkpoint whose status is failed unless forced."""
+        failures = [f for f in self.rules.findings if f.severity == "failed"]
+        summary = "; ".join(f"{f.detector} at step {f.step}: {f.title}" for f in failures) or self.rules.status()
+        return {"health": {"status": self.rules.status(), "summary": summary,
+                           "findings": [f.to_dict() for f in self.rules.findings]}}
+
     def stop(self, trainer, f: Finding) -> None:
         """Save a checkpoint marked with the failure (latest.pt and health_stop.pt), then stop."""
         ck = next((c for c in trainer.callbacks if isinstance(c, Checkpointing)), None)
         if ck is not None:
-            mark = {"health": {"status": "failed", "finding": f.to_dict(),
-                               "findings": [x.to_dict() for x in self.rules.findings]}}
-            state = ck.full_state(trainer, **mark)
+            state = {**ck.full_state(trainer), **self.checkpoint_mark(), "health_stop": f.to_dict()}
             ck.store.save(state)
             path = ckpt.save_atomic({"format_version": ckpt.FORMAT_VERSION, **state},
                                     ck.store.dir / "health_stop.pt")

@@ -19,7 +19,8 @@ PROB_THRESHOLD = 0.5  # a probability above this counts as a positive prediction
 
 
 class CollapseStats:
-    def __init__(self):
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix  # "val/" for evaluation statistics
         self.reset()
 
     def reset(self) -> None:
@@ -32,15 +33,19 @@ class CollapseStats:
     def update(self, view: MonitorView) -> None:
         pred = view.pred.detach().float().flatten(1)
         target = view.target.detach().float().flatten(1)
-        rows = torch.tensor(float(pred.shape[0]), device=pred.device)
-        if pred.shape[0] == 0:
-            pmin = torch.tensor(float("inf"), device=pred.device)
-            pmax = -pmin
+        if view.mask is None:
+            w = torch.ones(pred.shape[0], 1, device=pred.device)
         else:
-            pmin, pmax = pred.min(), pred.max()
+            w = view.mask.detach().float().reshape(-1, 1)
+        rows = w.sum()
+        pred, target = pred * w, target * w  # masked rows add nothing to the sums
+        inf = torch.tensor(float("inf"), device=pred.device)
+        keep = w > 0
+        pmin = torch.where(keep, pred, inf).amin() if pred.numel() else inf
+        pmax = torch.where(keep, pred, -inf).amax() if pred.numel() else -inf
         if self.n is None:
             self.n = rows
-            self.s1, self.s2 = pred.sum(0), (pred * pred).sum(0)
+            self.s1, self.s2 = pred.sum(0), (pred * pred).sum(0)  # pred is already masked
             self.t1, self.t2 = target.sum(0), (target * target).sum(0)
             self.vmin, self.vmax = pmin, pmax
         else:
@@ -66,8 +71,28 @@ class CollapseStats:
             else:
                 self.rates[name] = [cur[:4].clone(), cur[4].clone()]
 
+    def all_reduce(self) -> None:
+        """Combine DDP ranks in place: sums add, min/max reduce, so std is over the global batch."""
+        import torch.distributed as dist
+
+        if self.n is not None:
+            sums = torch.cat([self.n.reshape(1), self.s1, self.s2, self.t1, self.t2])
+            dist.all_reduce(sums)
+            d = self.s1.numel()
+            self.n, self.s1, self.s2 = sums[0], sums[1:1 + d], sums[1 + d:1 + 2 * d]
+            self.t1, self.t2 = sums[1 + 2 * d:1 + 3 * d], sums[1 + 3 * d:]
+            dist.all_reduce(self.vmin, op=dist.ReduceOp.MIN)
+            dist.all_reduce(self.vmax, op=dist.ReduceOp.MAX)
+        for name in sorted(self.rates):
+            acc = self.rates[name]
+            dist.all_reduce(acc[0])
+            dist.all_reduce(acc[1], op=dist.ReduceOp.MAX)
+
     def tensors(self) -> dict[str, Tensor]:
         """0-d device tensors keyed by metric name (no host read here)."""
+        return {self.prefix + k: v for k, v in self._tensors().items()}
+
+    def _tensors(self) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         if self.n is not None:
             n = self.n.clamp_min(1)

@@ -67,8 +67,7 @@ class SequenceTask(Task):
                            kind=c.kind)
 
     def monitor_view(self, outputs, batch):
-        live = batch["done"] < 0.5
-        return MonitorView(pred=outputs["xy"][live], target=batch["target_xy"][live],
+        return MonitorView(pred=outputs["xy"], target=batch["target_xy"], mask=batch["done"] < 0.5,
                            rates={"done": (torch.sigmoid(outputs["done_logit"].float()), batch["done"])})
 
     def metrics(self, outputs, batch):
@@ -81,7 +80,7 @@ class SequenceTask(Task):
         return {
             "pixel_error": ((err * live).sum(), live.sum()),
             "done_recall": (tp, done.float().sum()),
-            "done_precision": (tp, pred_done.float().sum()),
+            "done_precision": (tp, pred_done.float().sum(), 0.0),  # never predicting done: 0
             "done_accuracy": ((pred_done == done).float().sum(), torch.tensor(float(done.numel()))),
         }
 
