@@ -417,17 +417,20 @@ class RunawayWeighting(Detector):
 # ---------------------------------------------------------------- 3. stuck loss
 
 class StuckLoss(Detector):
-    """A loss term flat to `stuck_tol` (relative spread) over `patience` checks at a non-zero learning
-    rate, and not converged: within `stuck_progress` of its first value, or that far above its best."""
+    """A loss term flat to `stuck_tol` (relative spread) over a window of checks after warm-up, at a
+    non-zero learning rate, and not converged. A term that never moved more than `stuck_progress`
+    from its first value may still be starting: its window is 2 x `patience` checks. A term that
+    moved, then froze at least `stuck_progress` above its best, gets `patience` checks."""
 
     name = "stuck_loss"
     doc = "a loss term flat at one value while the learning rate is non-zero (and not converged)"
 
     def __init__(self, cfg, warmup_steps=0):
         super().__init__(cfg, warmup_steps)
-        self.hist = History(cfg.patience)
+        self.hist = History(2 * cfg.patience)
         self.first: dict[str, float] = {}
         self.best: dict[str, float] = {}
+        self.moved: dict[str, bool] = {}
 
     @staticmethod
     def terms(values) -> list[str]:
@@ -444,41 +447,44 @@ class StuckLoss(Detector):
             v = values[key]
             if not finite(v):
                 continue
-            self.first.setdefault(key, v)
+            first = self.first.setdefault(key, v)
+            best_before = self.best.get(key, v)
+            self.moved[key] = self.moved.get(key, False) or abs(v - first) > self.cfg.stuck_progress * abs(first)
             self.hist.push(key, v)
-            window = self.hist.get(key)
+            n = self.cfg.patience if self.moved[key] else 2 * self.cfg.patience
+            window, steps, lrs = self.hist.get(key)[-n:], self.hist.get("_step")[-n:], self.hist.get("_lr")[-n:]
             holds = False
-            if len(window) >= self.cfg.patience:
-                mean = sum(window) / len(window)
+            if len(window) == n and steps[0] > self.warmup_steps and min(lrs) > 0:
+                mean = sum(window) / n
                 flat = abs(mean) > 1e-8 and max(window) - min(window) <= self.cfg.stuck_tol * abs(mean)
-                lr_on = min(self.hist.get("_lr")) > 0
-                first, best = self.first[key], self.best.get(key, mean)
-                unconverged = (abs(mean - first) <= self.cfg.stuck_progress * abs(first)
-                               or mean > best + self.cfg.stuck_progress * abs(best))
-                holds = flat and lr_on and unconverged
+                regressed = mean > best_before + self.cfg.stuck_progress * abs(best_before)
+                holds = flat and (not self.moved[key] or regressed)
             s = self.judge(key, "train", holds, step, epoch, 1)  # the window itself is the persistence
-            self.best[key] = min(self.best.get(key, v), v)
+            self.best[key] = min(best_before, v)
             if s:
-                mean = sum(window) / len(window)
-                onset = self.hist.get("_step")[-len(window)]
-                ev = (f"{key} = {fmt(mean)} (spread {fmt(max(window) - min(window))}) for {len(window)} checks "
-                      f"since step {onset} at lr {fmt(lr)}; first value {fmt(self.first[key])}")
+                mean = sum(window) / n
+                how = (f"it never moved from its first value {fmt(first)}" if not self.moved[key] else
+                       f"it had reached {fmt(best_before)} before")
+                ev = (f"{key} = {fmt(mean)} (spread {fmt(max(window) - min(window))}) for {n} checks since step "
+                      f"{steps[0]} at lr {fmt(lr)}; {how}")
                 found.append(self.finding(
                     "failed", key, step, epoch, f"stuck loss: {key} flat at {mean:.3f}", ev,
                     ["the term has no usable gradient at the current predictions (seed 002: GIoU of "
                      "non-overlapping boxes stuck at 1.000)", "a saturated output (sigmoid at 0 or 1) or dead ReLUs"],
                     ["CIoU/DIoU + SmoothL1 instead of GIoU (seed 002: ~12x stronger gradients without overlap)",
                      "center+size parameterization of boxes", "check the head's activation; change the learning rate"],
-                    Streak(len(window), onset, epoch), {key: v, "lr": lr}))
+                    Streak(n, steps[0], epoch), {key: v, "lr": lr}))
         return found
 
     def extra_state(self):
-        return {"hist": self.hist.state(), "first": dict(self.first), "best": dict(self.best)}
+        return {"hist": self.hist.state(), "first": dict(self.first), "best": dict(self.best),
+                "moved": dict(self.moved)}
 
     def load_extra_state(self, state):
         self.hist.load(state.get("hist", {}))
         self.first = dict(state.get("first", {}))
         self.best = dict(state.get("best", {}))
+        self.moved = dict(state.get("moved", {}))
 
 
 # ---------------------------------------------------------------- 4. sparse-target collapse
