@@ -49,6 +49,12 @@ SEQ = {  # sequence task, small enough for CPU: 64 steps/epoch, a check every 8 
     "train.log_every": 8, "train.epochs": 5, "optim.lr": 3e-3, "optim.warmup_steps": 40, "viz.n_samples": 0,
     "early_stop.enabled": False,
 }
+# --scale tiny (the test suite's subset): the same scenarios on a few-second budget
+TINY = {
+    "sequence": {"data.image_size": 32, "data.min_objects": 2, "data.max_objects": 4, "data.radius": 2,
+                 "data.train_size": 256, "data.val_size": 64, "model.width": 12, "train.batch_size": 16,
+                 "train.log_every": 4, "train.epochs": 4, "optim.lr": 1e-2, "optim.warmup_steps": 8},
+}
 SEQ_TINY_TRAIN = {**SEQ, "data.train_size": 8, "train.batch_size": 4, "train.epochs": 60, "optim.schedule": "constant",
                   "optim.weight_decay": 0.0, "optim.warmup_steps": 10, "data.val_size": 128, "model.width": 48,
                   "loss.kind": "mse"}
@@ -207,13 +213,14 @@ class RunResult:
     error: str = ""
 
 
-def argv_for(sc: Scenario, seed: int, out: Path) -> list[str]:
+def argv_for(sc: Scenario, seed: int, out: Path, scale: str = "full") -> list[str]:
     args = [sys.executable, "-m", "runner.train", "--config", sc.config, "--no-progress",
             f"--out_dir={out / sc.name / f'seed{seed}'}", f"--seed={seed}"]
-    return args + [f"--{k}={v}" for k, v in sc.overrides.items()]
+    overrides = {**sc.overrides, **(TINY.get(sc.task, {}) if scale == "tiny" else {})}
+    return args + [f"--{k}={v}" for k, v in overrides.items()]
 
 
-def run_one(sc: Scenario, seed: int, out: Path, reuse: bool) -> RunResult:
+def run_one(sc: Scenario, seed: int, out: Path, reuse: bool, scale: str = "full") -> RunResult:
     base = out / sc.name / f"seed{seed}"
     done = sorted(base.glob("*/summary.json")) if base.exists() else []
     t0 = time.time()
@@ -225,7 +232,7 @@ def run_one(sc: Scenario, seed: int, out: Path, reuse: bool) -> RunResult:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
                "PYTHONPATH": str(ROOT)}
         with open(base / "train.log", "w") as log:
-            proc = subprocess.run(argv_for(sc, seed, out), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.run(argv_for(sc, seed, out, scale), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         done = sorted(base.glob("*/summary.json"))
         if proc.returncode != 0 and not done:
             return RunResult(sc.name, seed, str(base), False, time.time() - t0,
@@ -239,10 +246,10 @@ def load_rows(run_dir: str) -> tuple[list[dict], list[dict]]:
     rows, evals = [], []
     for line in open(Path(run_dir) / "metrics.jsonl"):
         r = json.loads(line)
+        if is_check(r):
+            rows.append(r)
         if is_evaluation(r):
             evals.append(r)
-        elif is_check(r):
-            rows.append(r)
     return rows, evals
 
 
@@ -416,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="/tmp/health-suite")
     p.add_argument("--only", nargs="*", help="scenario names")
     p.add_argument("--reuse", action="store_true", help="reuse finished runs found under --out")
+    p.add_argument("--scale", choices=["full", "tiny"], default="full",
+                   help="tiny: seconds-long versions of the scenarios (the test suite's subset)")
     p.add_argument("--no-overhead", action="store_true")
     p.add_argument("--overhead-only", action="store_true")
     p.add_argument("--list", action="store_true")
@@ -435,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs = [(sc, seed) for seed in range(args.seeds) for sc in chosen]
         t0 = time.time()
         with ThreadPoolExecutor(args.jobs) as pool:
-            results = list(pool.map(lambda j: run_one(j[0], j[1], out, args.reuse), jobs))
+            results = list(pool.map(lambda j: run_one(j[0], j[1], out, args.reuse, args.scale), jobs))
         for (sc, _), res in zip(jobs, results):
             if not res.ok:
                 print(f"run {sc.name} seed {res.seed} failed: {res.error}", file=sys.stderr)

@@ -268,3 +268,98 @@ def test_replay_of_logged_rows_matches_live_rules():
     feed_checks(live, ratios(seq))
     assert live.findings
     assert [f.step for f in replay(rows).findings] == [f.step for f in live.findings]
+
+
+# ---------------------------------------------------------------- real runs (CLI, offline W&B read back)
+
+TINY_SEQ = ["--config", "configs/sequence_demo.yaml", "--no-progress", "--data.image_size=32", "--data.min_objects=2",
+            "--data.max_objects=4", "--data.radius=2", "--data.train_size=256", "--data.val_size=64",
+            "--model.width=12", "--train.batch_size=16", "--train.log_every=4", "--train.epochs=4",
+            "--optim.lr=1e-2", "--optim.warmup_steps=8", "--viz.n_samples=2"]
+
+
+def test_collapse_run_alerts_tags_stops_and_marks_checkpoint(out_dir):
+    """The seed-000 end state (the position term weighted to 0): the monitor names the collapse and the
+    head without gradient, alerts once per episode, tags the run and stops with a marked checkpoint."""
+    args = TINY_SEQ + [f"--out_dir={out_dir}", "--loss.spatial_weight=0", "--monitor.on_failure=stop", "--wandb"]
+    proc = run_cli("runner.train", *args, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "[health] FAILED collapse" in out and "never above 0.1 since the start" in out
+    assert "[health] WARNING gradients" in out and "point_head" in out
+    assert "status: FAILED" in out and "stopped       : health monitor (collapse" in out  # the end-of-run table
+    run_dir = next(out_dir.glob("sequence-*"))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["health/status"] == "failed" and summary["epochs_completed"] < 4
+    found = {(f["detector"], f["subject"]) for f in summary["health/findings"]}
+    assert {("collapse", "predictions"), ("gradients", "point_head")} <= found
+    assert summary["health/class_balance"]["done"]["train"] > 0
+
+    wb = find_wandb_run(run_dir)
+    records = inspect_records(wb)
+    alerts = [r["alert"] for r in records if r.get("type") == "alert"]
+    assert len(alerts) == len(summary["health/findings"]) and len({a["title"] for a in alerts}) == len(alerts)
+    assert any(a["level"] == "ERROR" and "collapse" in a["title"] for a in alerts)
+    tags = [r["run"].get("tags", []) for r in records if r.get("type") == "run"][-1]
+    assert {"health:collapse", "health:gradients", "health:failed"} <= set(tags)
+    hist = [r["history"]["item"] for r in records if r.get("type") == "history"]
+    assert max(h.get("health/collapse", 0) for h in hist) == 2 and "health/level" in hist[-1]
+    wsum = inspect_summary(wb)
+    assert "failed" in json.dumps(wsum)
+
+    from runner.checkpoint import load
+    marked = load(run_dir / "checkpoints" / "health_stop.pt")  # weights_only=True
+    assert marked["health"]["status"] == "failed" and marked["health_stop"]["detector"] == "collapse"
+    latest = load(run_dir / "checkpoints" / "latest.pt")
+    assert latest["health"]["status"] == "failed"
+    assert latest["callbacks"]["health"]["findings"][0]["detector"] in ("collapse", "gradients")
+
+    # resume refuses the collapsed checkpoint (issue 6 builds on the mark)
+    again = run_cli("runner.train", *args, "--resume", str(run_dir / "checkpoints" / "health_stop.pt"))
+    assert again.returncode == 2 and "health monitor" in again.stderr
+
+    # the table of the finished run, from its files and from the W&B run (replayed from its history)
+    table = run_cli("runner.health", str(run_dir))
+    assert table.returncode == 0 and "status: FAILED" in table.stdout and "recorded by the monitor" in table.stdout
+    replayed = run_cli("runner.health", str(wb), "--replay", "--json")
+    assert replayed.returncode == 0, replayed.stderr
+    steps = {(f["detector"], f["subject"], f["step"]) for f in json.loads(replayed.stdout)}
+    assert steps == {(f["detector"], f["subject"], f["step"]) for f in summary["health/findings"]}
+
+
+def test_health_cli_user_errors(tmp_path):
+    proc = run_cli("runner.health", str(tmp_path / "missing"))
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
+    proc = run_cli("runner.health", str(tmp_path))
+    assert proc.returncode == 2 and "not a run directory" in proc.stderr
+
+
+def test_check_data_reports_balance_and_warns_on_a_starved_head():
+    base = ["--config", "configs/sequence_demo.yaml", "--max-samples", "200", "--data.image_size=32",
+            "--data.sampling=balanced", "--data.balanced_done_rate=0.02"]
+    proc = run_cli("runner.check_data", *base)
+    assert proc.returncode == 0, proc.stderr
+    assert "split train: 4096 samples (200 checked)" in proc.stdout and "class balance  positive" in proc.stdout
+    assert "target spread" in proc.stdout and "WARNING train done: only" in proc.stdout
+    assert "loss.done_weight is 3.0" in proc.stdout
+    assert run_cli("runner.check_data", *base, "--strict").returncode == 1
+    bad = run_cli("runner.check_data", *base, "--loss.done_wieght=3")
+    assert bad.returncode == 2 and "done_weight" in bad.stderr and bad.stderr.strip().count("\n") == 0
+
+
+def test_suite_subset_detects_failures_without_false_alarm(tmp_path):
+    """bench/health_suite.py on its tiny scale: two failure scenarios and a healthy one."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "health_suite.py"), "--scale", "tiny", "--seeds", "1",
+                           "--only", "no_spatial_term", "no_done_term", "healthy_default", "--no-overhead",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = {r["scenario"]: r for r in json.loads((tmp_path / "results.json").read_text())["runs"]}
+    assert runs["no_spatial_term"]["produced"] and runs["no_spatial_term"]["detected"]
+    assert runs["no_done_term"]["produced"] and runs["no_done_term"]["detected"]
+    assert runs["no_done_term"]["lag"] <= 2
+    assert runs["healthy_default"]["false_positive"] is False, runs["healthy_default"]["findings"]
+    assert "## Recall per failure type" in proc.stdout

@@ -803,8 +803,9 @@ def status_of(findings: Iterable[Finding]) -> str:
 
 
 def is_check(record: dict[str, Any]) -> bool:
-    """A metrics.jsonl / W&B history row from a log interval (vs. an epoch-end row)."""
-    return "epoch/val_loss" not in record and ("train/loss" in record or "grad/total" in record or "lr" in record)
+    """A metrics.jsonl / W&B history row holding a log interval's values. W&B merges the epoch-end
+    values logged at the same step into the same row, so a row can be both."""
+    return "train/loss" in record or "grad/total" in record or "lr" in record
 
 
 def is_evaluation(record: dict[str, Any]) -> bool:
@@ -821,10 +822,10 @@ def replay(records: Iterable[dict[str, Any]], cfg: MonitorConfig | None = None, 
         step = int(r.get("_step", 0))
         values = {k: v for k, v in r.items() if not k.startswith("_") and not k.startswith("health/")
                   or k in ("health/fixed_std_ratio", "health/nonfinite_steps")}
+        if is_check(r):
+            rules.check(step, float(r.get("epoch", 0)), values)
         if is_evaluation(r):
             rules.evaluation(step, float(r.get("epoch", 0)), values)
-        elif is_check(r):
-            rules.check(step, float(r.get("epoch", 0)), values)
     return rules
 
 
