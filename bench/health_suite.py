@@ -55,6 +55,8 @@ TINY = {
                  "data.train_size": 256, "data.val_size": 64, "model.width": 12, "train.batch_size": 16,
                  "train.log_every": 4, "train.epochs": 4, "optim.lr": 1e-2, "optim.warmup_steps": 8},
 }
+OCC = {"data.train_size": 512, "data.val_size": 64, "train.log_every": 8, "train.epochs": 4, "viz.n_samples": 0,
+       "early_stop.enabled": False}
 SEQ_TINY_TRAIN = {**SEQ, "data.train_size": 8, "train.batch_size": 4, "train.epochs": 60, "optim.schedule": "constant",
                   "optim.weight_decay": 0.0, "optim.warmup_steps": 10, "data.val_size": 128, "model.width": 48,
                   "loss.kind": "mse"}
@@ -77,12 +79,16 @@ def first_judged(rows: list[dict], warmup: int) -> int:
 
 def oracle_collapse(rows, evals, warmup):
     low = [r.get("pred/std_ratio", 1.0) < RULES.collapse_ratio for r in rows]
-    return sustained(low, first_judged(rows, warmup), K)
+    return at(sustained(low, first_judged(rows, warmup), K), "checks")
+
+
+def at(index: int | None, unit: str) -> tuple[int, str] | None:
+    return None if index is None else (index, unit)
 
 
 def oracle_rare(rows, evals, warmup):
     recall = [e.get("val/done_recall", 1.0) <= RULES.rare_recall for e in evals]
-    return sustained(recall, 0, RULES.eval_patience)
+    return at(sustained(recall, 0, RULES.eval_patience), "evaluations")
 
 
 def oracle_overfit(rows, evals, warmup):
@@ -94,7 +100,7 @@ def oracle_overfit(rows, evals, warmup):
     onset = sustained(worse, best + 1, RULES.eval_patience)
     final_worse = vals[-1] > vals[best] * (1 + RULES.overfit_margin)
     trains = [e["epoch/train_loss"] for e in evals]
-    return onset if onset is not None and final_worse and trains[-1] < trains[best] else None
+    return at(onset if final_worse and trains[-1] < trains[best] else None, "evaluations")
 
 
 def oracle_gradients(rows, evals, warmup):
@@ -106,7 +112,7 @@ def oracle_gradients(rows, evals, warmup):
         heads = [v for k, v in r.items() if k.startswith("grad/") and k != "grad/total"]
         vanish = r["_step"] > warmup and len(heads) >= 2 and min(heads) < RULES.vanish_ratio * max(heads)
         bad.append(not math.isfinite(g) or "train/loss" not in r or spike or vanish)
-    return sustained(bad, 0, 1)
+    return at(sustained(bad, 0, 1), "checks")
 
 
 def oracle_stuck(rows, evals, warmup):
@@ -115,19 +121,25 @@ def oracle_stuck(rows, evals, warmup):
         v = [r.get(key, math.nan) for r in rows]
         flat = [i + K <= len(v) and max(v[i:i + K]) - min(v[i:i + K]) <= RULES.stuck_tol * abs(v[i])
                 for i in range(len(v))]
-        onset = sustained(flat, 0, 1)
+        onset = sustained(flat, first_judged(rows, warmup), 1)
         if onset is not None:
-            return onset
+            return onset, "checks"
     return None
 
 
 def oracle_sparse(rows, evals, warmup):
+    """Mean probability far below the positive rate (checks), or no validation element ever
+    reaching 0.5 while positives exist (evaluations)."""
     names = [k[len("target/"):-len("_rate")] for k in (rows[0] if rows else {}) if k.startswith("target/")]
     for r in names:
         low = [row.get(f"pred/{r}_mean", 1) < RULES.sparse_ratio * row.get(f"target/{r}_rate", 0) for row in rows]
         onset = sustained(low, first_judged(rows, warmup), K)
         if onset is not None:
-            return onset
+            return onset, "checks"
+        never = [e.get(f"val/pred/{r}_max", 1) < 0.5 and e.get(f"val/target/{r}_rate", 0) > 0 for e in evals]
+        onset = sustained(never, 0, RULES.eval_patience)
+        if onset is not None:
+            return onset, "evaluations"
     return None
 
 
@@ -138,7 +150,7 @@ def oracle_weighting(rows, evals, warmup):
         low = [(s0 / r[key]) ** 2 < RULES.weight_drop for r in rows if key in r]
         onset = sustained(low, 0, K)
         if onset is not None:
-            return onset
+            return onset, "checks"
     return None
 
 
@@ -182,11 +194,21 @@ SCENARIOS: list[Scenario] = [
     Scenario("no_done_term", "sequence", "failure",
              "the done term weighted to zero (loss.done_weight=0): no gradient reaches the done head",
              {**SEQ, "loss.done_weight": 0.0}, "gradients", ("gradients",), oracle_gradients),
+    Scenario("occ_pos_weight", "occupancy", "failure",
+             "weighted BCE on 0.83% occupied voxels with a mis-set positive weight (loss.kind=weighted_bce, "
+             "pos_weight=0.01): seed 004, probabilities sink and no voxel reaches 0.5",
+             {**OCC, "loss.kind": "weighted_bce", "loss.pos_weight": 0.01}, "sparse_collapse",
+             ("sparse_collapse",), oracle_sparse),
+    Scenario("occ_empty_labels", "occupancy", "failure",
+             "the seed's weighted BCE (pos_weight 10) on labels that came out empty for 95% of scenes "
+             "(data.empty_label_fraction=0.95, seed 004's UAVScenes note): the model predicts empty",
+             {**OCC, "loss.kind": "weighted_bce", "data.empty_label_fraction": 0.95}, "sparse_collapse",
+             ("sparse_collapse",), oracle_sparse),
     # ---------------- healthy
     Scenario("healthy_default", "sequence", "healthy", "the preset: fixed losses, done weight 3", SEQ),
     Scenario("healthy_converged", "sequence", "healthy",
-             "a loss that has simply converged: 12 epochs, cosine decay to 1% of the lr",
-             {**SEQ, "train.epochs": 12}),
+             "a loss that has simply converged: 10 epochs, cosine decay to 1% of the lr",
+             {**SEQ, "train.epochs": 10}),
     Scenario("healthy_rare_learned", "sequence", "healthy",
              "a rare class that is learned: done on 2% of samples with done weight 49 = (1-p)/p",
              {**SEQ, "data.sampling": "balanced", "data.balanced_done_rate": 0.02, "loss.done_weight": 49.0}),
@@ -197,6 +219,10 @@ SCENARIOS: list[Scenario] = [
               "data.train_size": 1024}),
     Scenario("healthy_mse", "sequence", "healthy", "the seed's MSE position loss with done weight 3",
              {**SEQ, "loss.kind": "mse"}),
+    Scenario("healthy_occupancy", "occupancy", "healthy", "focal + dice + mean matching on 0.83% occupancy", OCC),
+    Scenario("healthy_occupancy_bce", "occupancy", "healthy",
+             "the seed's weighted BCE (pos_weight 10), which over-predicts but learns (docs/occupancy.md)",
+             {**OCC, "loss.kind": "weighted_bce"}),
 ]
 
 
@@ -279,14 +305,13 @@ def score(sc: Scenario, res: RunResult) -> dict[str, Any]:
     if hits:
         step = hits[0]["step"]
         out["alert_step"] = step
-        if sc.failure in EVAL_LEVEL:
-            idx = next((i for i, e in enumerate(evals) if e["_step"] >= step), len(evals) - 1)
-        else:
-            idx = next((i for i, r in enumerate(rows) if r["_step"] >= step), len(rows) - 1)
-        out["alert_index"] = idx
+        unit = onset[1] if onset else ("evaluations" if sc.failure in EVAL_LEVEL else "checks")
+        seq = evals if unit == "evaluations" else rows
+        idx = next((i for i, r in enumerate(seq) if r["_step"] >= step), len(seq) - 1)
+        out["alert_index"], out["unit"] = idx, unit
         if onset is not None:
-            out["onset_index"] = onset
-            out["lag"] = idx - onset
+            out["onset_index"] = onset[0]
+            out["lag"] = idx - onset[0]
     return out
 
 
@@ -376,7 +401,7 @@ def report(scored: list[dict], skipped: list[str], overhead: dict | None) -> str
         lags = [s["lag"] for s in det if "lag" in s]
         tot_p += len(prod)
         tot_d += len(det)
-        unit = "evaluations" if ftype in EVAL_LEVEL else "checks"
+        unit = "/".join(sorted({s.get("unit", "") for s in det if s.get("unit")})) or "-"
         lag = f"{statistics.median(lags):g} ({max(lags)})" if lags else "-"
         rec = f"{100 * len(det) / len(prod):.0f}%" if prod else "-"
         names = ", ".join(sorted({s['scenario'] for s in ss}))
