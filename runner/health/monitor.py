@@ -60,6 +60,7 @@ class HealthMonitor(Callback):
         self.balance: dict[str, dict[str, float]] = {}
         self.seconds = 0.0  # time spent in the monitor's hooks (bench/health_suite.py reports it)
         self.calls = 0
+        self.timings: dict[str, list[float]] = {"fit_start": [], "log": [], "epoch": []}
         self.batch = None
         n = min(cfg.fixed_samples, len(val_dataset)) if val_dataset is not None else 0
         if n >= 2:
@@ -76,14 +77,14 @@ class HealthMonitor(Callback):
             parts = [f"{r} {', '.join(f'{pct(v)} of {s}' for s, v in sp.items())}" for r, sp in self.balance.items()]
             self.echo("[health] class balance measured at start: " + "; ".join(parts))
         self.tracker.set_summary({"health/status": self.rules.status(), "health/class_balance": self.balance})
-        self._timed(t0)
+        self._timed(t0, "fit_start")
 
     def on_log(self, trainer, step, values):
         t0 = time.perf_counter()
         new = self.rules.check(step, float(values.get("epoch", trainer.state.epoch)), values)
         values.update(self.levels())
         self.handle(trainer, new)
-        self._timed(t0)
+        self._timed(t0, "log")
 
     def on_epoch_end(self, trainer, epoch, metrics):
         t0 = time.perf_counter()
@@ -93,7 +94,7 @@ class HealthMonitor(Callback):
         new = self.rules.evaluation(trainer.state.step, float(epoch), metrics)
         metrics.update(self.levels())
         self.handle(trainer, new)
-        self._timed(t0)
+        self._timed(t0, "epoch")
 
     def on_fit_end(self, trainer):
         self.publish(final=True)
@@ -114,9 +115,11 @@ class HealthMonitor(Callback):
             pass
 
     # ------------------------------------------------------------------ pieces
-    def _timed(self, t0: float) -> None:
-        self.seconds += time.perf_counter() - t0
+    def _timed(self, t0: float, hook: str) -> None:
+        dt = time.perf_counter() - t0
+        self.seconds += dt
         self.calls += 1
+        self.timings[hook].append(dt)
 
     def levels(self) -> dict[str, float]:
         lv = self.rules.levels()
