@@ -52,8 +52,8 @@ class HealthMonitor(Callback):
     state_key = "health"
 
     def __init__(self, cfg: MonitorConfig, tracker, val_dataset=None, warmup_steps: int = 0,
-                 echo: Callable[[str], None] = tqdm.write):
-        self.cfg, self.tracker, self.echo = cfg, tracker, echo
+                 echo: Callable[[str], None] | None = None):
+        self.cfg, self.tracker, self.echo = cfg, tracker, echo or tqdm.write
         warm = cfg.warmup_steps if cfg.warmup_steps is not None else warmup_steps
         self.rules = Rules(cfg, warm)
         self.alerts = 0
