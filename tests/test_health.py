@@ -105,6 +105,22 @@ def test_runaway_weight_fires_when_weight_collapses_and_term_stalls():
     assert "effective weight" in f.evidence and "train/loss_reg" in f.evidence
 
 
+def test_one_term_taking_over_starves_the_others():
+    # lanes with the seed's loss (docs/lanes.md): curv's weight grows without bound as its term -> 0,
+    # exist's share of the weight falls to ~0.2% while its BCE stops improving
+    rows = []
+    for i in range(10):
+        w = {"reg": 0.5 * 1.4 ** i, "exist": 0.5 * 1.1 ** i, "curv": 0.5 * 2.2 ** i}
+        row = {f"train/weight/{t}": v for t, v in w.items()}
+        row.update({f"loss/sigma_{t}": (0.5 / v) ** 0.5 for t, v in w.items()})
+        row.update({"train/loss_reg": 0.3 * 0.8 ** i, "train/loss_exist": 0.41 + 0.001 * i,
+                    "train/loss_curv": 1e-3 * 0.3 ** i, "train/loss": -1.0 - 0.5 * i})
+        rows.append(row)
+    found = fired(feed_checks(Rules(), rows), "loss_weighting")
+    assert [f.subject for _, f in found] == ["exist"]
+    assert "share of the learnable weight" in found[0][1].evidence and "train/weight/curv" in found[0][1].evidence
+
+
 def test_negative_total_of_a_converging_uncertainty_loss_is_a_note():
     # sigma falls below 1 as the term falls: the total goes negative, weights rise, nothing runs away
     sig = [1.0, 0.8, 0.6, 0.45, 0.35, 0.3, 0.28, 0.27]

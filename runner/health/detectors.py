@@ -315,11 +315,11 @@ class PredictionCollapse(Detector):
 
 # ---------------------------------------------------------------- 2. runaway loss weighting
 
-WEIGHT_PATTERNS = [  # key pattern -> how to turn the logged value into log(effective weight)
+WEIGHT_PATTERNS = [  # key pattern -> log(effective weight); a term's first matching key is used
+    (re.compile(r"^train/weight/(.+)$"), lambda v: math.log(v) if v > 0 else -math.inf),
+    (re.compile(r"^loss/weight_(.+)$"), lambda v: math.log(v) if v > 0 else -math.inf),
     (re.compile(r"^loss/sigma_(.+)$"), lambda v: -2 * math.log(v) if v > 0 else math.nan),  # w ~ 1/sigma^2
     (re.compile(r"^loss/log_var_(.+)$"), lambda v: -v),  # w ~ exp(-s)
-    (re.compile(r"^loss/weight_(.+)$"), lambda v: math.log(v) if v > 0 else -math.inf),
-    (re.compile(r"^train/weight/(.+)$"), lambda v: math.log(v) if v > 0 else -math.inf),
 ]
 
 
@@ -331,78 +331,94 @@ def term_key(values: dict[str, float], term: str) -> str | None:
 
 
 class RunawayWeighting(Detector):
-    """Learnable loss weights: the effective weight of a term below `weight_drop` x its first value,
-    still falling, while the term it weights made no new low for `patience` checks. A negative total
-    whose weights are not running away is a note (the log-variance regulariser is negative when sigma < 1)."""
+    """Learnable loss weights: a term's share of the total learnable weight (its own weight when it is
+    the only one) below `weight_drop` x its share at the first check, still falling over `patience`
+    checks, while the term it weights made no new low in those checks: the optimizer is switching the
+    term off instead of learning it. A negative total while no share runs away is only a note (the
+    log-variance regulariser is negative when sigma < 1)."""
 
     name = "loss_weighting"
-    doc = "a learnable loss weight heading to zero while its term stops falling (negative total alone is a note)"
+    doc = "a learnable loss weight's share heading to zero while its term stops falling (negative total: a note)"
 
     def __init__(self, cfg, warmup_steps=0):
         super().__init__(cfg, warmup_steps)
-        self.first: dict[str, float] = {}  # term -> first log weight
+        self.first: dict[str, float] = {}  # term -> first log share
         self.hist = History(cfg.patience + 1)
         self.noted = False
 
-    def weights(self, values) -> dict[str, tuple[str, float]]:
-        out = {}
-        for k, v in values.items():
-            for pat, conv in WEIGHT_PATTERNS:
+    @staticmethod
+    def weights(values) -> dict[str, tuple[str, float]]:
+        """term -> (logged key, log effective weight); one entry per term whatever keys it logs."""
+        out: dict[str, tuple[str, float]] = {}
+        for pat, conv in WEIGHT_PATTERNS:
+            for k, v in values.items():
                 m = pat.match(k)
-                if m and finite(v):
-                    out[m.group(1)] = (k, conv(v))
+                if m and finite(v) and m.group(1) not in out:
+                    lw = conv(v)
+                    if isinstance(lw, float) and not math.isnan(lw):
+                        out[m.group(1)] = (k, lw)
         return out
 
     def check(self, step, epoch, values):
         weights = self.weights(values)
         if not weights:
             return []
-        found = []
-        runaway_any = False
-        for term, (key, logw) in weights.items():
-            if not (isinstance(logw, float) and not math.isnan(logw)):
-                continue
-            self.first.setdefault(term, logw)
+        lws = [lw for _, lw in weights.values()]
+        top = max(lws)
+        if not math.isfinite(top):
+            return []
+        lse = top + math.log(sum(math.exp(lw - top) for lw in lws)) if len(lws) > 1 else 0.0
+        found, runaway_any = [], False
+        for term, (key, lw) in weights.items():
+            share = lw - lse  # log of this term's share of the total weight (or of its weight, if alone)
+            self.first.setdefault(term, share)
             tkey = term_key(values, term)
             tval = values.get(tkey) if tkey else None
-            prev_w = self.hist.get("w:" + term)
-            prev_t = self.hist.get("t:" + term)
-            self.hist.push("w:" + term, logw)
+            prev_s, prev_t = self.hist.get("s:" + term), self.hist.get("t:" + term)
+            self.hist.push("s:" + term, share)
             if finite(tval):
                 self.hist.push("t:" + term, tval)
-            drop = logw - self.first[term]  # log of (weight now / first weight)
-            full = len(prev_w) >= self.cfg.patience
-            falling = full and logw < prev_w[-self.cfg.patience]
-            stalled = (not finite(tval)) or (len(prev_t) >= self.cfg.patience and tval >= min(prev_t[-self.cfg.patience:]))
+            p = self.cfg.patience
+            drop = share - self.first[term]
+            falling = len(prev_s) >= p and share < prev_s[-p]
+            stalled = (not finite(tval)) or (len(prev_t) >= p and tval >= min(prev_t[-p:]))
             holds = drop < math.log(self.cfg.weight_drop) and falling and stalled
             runaway_any |= holds
-            s = self.judge(term, "train", holds, step, epoch, self.cfg.patience)
-            if s:
-                ratio = math.exp(drop)
-                ev = (f"{key} = {fmt(values[key])}: the effective weight of {tkey or term} is {fmt(ratio)} x its "
-                      f"starting value and still falling for {s.count} checks since step {s.onset_step}; "
-                      + (f"{tkey} made no new low ({fmt(tval)})" if finite(tval) else "the term is not logged"))
-                if finite(values.get("train/loss")) and values["train/loss"] < 0:
-                    ev += f"; total loss {fmt(values['train/loss'])} (negative)"
-                found.append(self.finding(
-                    "failed", term, step, epoch, f"runaway loss weight: {term} is being switched off", ev,
-                    ["learnable (Kendall) uncertainty weights: raising log sigma^2 lowers exp(-s)*L faster than the "
-                     "+s regulariser grows once the term stops improving (seed 000: val loss -2.47, identical lanes)"],
-                    ["fixed loss weights (seed 000: w_reg=1, w_exist=1, w_curv=0.1) and no loss parameters in the "
-                     "optimizer", "if learnable weights must stay: clamp log sigma^2 and log them",
-                     "retrain from scratch (seed 000: the collapsed model does not recover)"],
-                    s, {key: values[key], "weight_ratio": ratio}))
+            s = self.judge(term, "train", holds, step, epoch, p)
+            if not s:
+                continue
+            ratio = math.exp(drop)
+            if len(lws) > 1:
+                big = max(weights, key=lambda t: weights[t][1])
+                what = (f"{key} = {fmt(values[key])}: the term's share of the learnable weight is "
+                        f"{pct(math.exp(share))}, {fmt(ratio)} x its share at the start, and still falling for "
+                        f"{s.count} checks since step {s.onset_step} (largest: {weights[big][0]} = "
+                        f"{fmt(values[weights[big][0]])})")
+            else:
+                what = (f"{key} = {fmt(values[key])}: the term's effective weight is {fmt(ratio)} x its "
+                        f"starting value and still falling for {s.count} checks since step {s.onset_step}")
+            ev = what + (f"; {tkey} made no new low ({fmt(tval)})" if finite(tval) else "; the term is not logged")
+            if finite(values.get("train/loss")) and values["train/loss"] < 0:
+                ev += f"; total loss {fmt(values['train/loss'])} (negative)"
+            found.append(self.finding(
+                "failed", term, step, epoch, f"runaway loss weighting: the {term} term is being switched off", ev,
+                ["learnable (Kendall) uncertainty weights: each weight follows 1/L of its own term, so a term that "
+                 "is easy to drive to zero takes over and the others stop being learned (seed 000: val loss "
+                 "-2.47, identical lanes)"],
+                ["fixed loss weights (seed 000: w_reg=1, w_exist=1, w_curv=0.1) and no loss parameters in the "
+                 "optimizer", "if learnable weights must stay: bound log sigma^2 (loss.kind: uncertainty_safe)",
+                 "retrain from scratch (seed 000: the collapsed model does not recover)"],
+                s, {key: values[key], "share_ratio": ratio}))
         total = values.get("train/loss")
         if finite(total) and total < 0 and not runaway_any and not self.noted and not self.active:
             self.noted = True
-            terms = ", ".join(f"{term_key(values, t) or t} {fmt(values.get(term_key(values, t) or '', math.nan))}"
-                              for t in weights)
+            terms = ", ".join(f"{key} {fmt(values[key])}" for key, _ in weights.values())
             found.append(self.finding(
                 "note", "negative_total", step, epoch,
                 "negative total loss from learnable uncertainty weights: expected, not a failure",
-                f"train/loss {fmt(total)} at step {step}; no weight is running away ({terms}): the "
+                f"train/loss {fmt(total)} at step {step} with no weight's share running away ({terms}): the "
                 f"0.5*log sigma^2 regulariser is negative when sigma < 1, so a converging uncertainty-weighted "
-                f"loss may go below zero", [], [], None, {"train/loss": total}))
+                f"loss goes below zero", [], [], None, {"train/loss": total}))
         return found
 
     def extra_state(self):
