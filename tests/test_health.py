@@ -233,6 +233,12 @@ def test_nonfinite_fires_at_once_including_vanished_nan_keys():
     assert [(i, f.subject) for i, f in found] == [(3, "nonfinite")]  # one episode, not two alerts
 
 
+def test_steps_skipped_by_the_trainer_count_as_non_finite():
+    rows = [{**r, "health/nonfinite_steps": n} for r, n in zip(grads([1.0, 0.9, 0.8, 0.8]), (0, 0, 2, 2))]
+    found = fired(feed_checks(Rules(), rows), "gradients")
+    assert [(i, f.subject) for i, f in found] == [(3, "nonfinite")] and "2 steps skipped" in found[0][1].evidence
+
+
 def test_explosion_relative_to_running_median():
     found = fired(feed_checks(Rules(), grads([8.0, 2.0, 1.0, 0.3, 0.25, 0.3, 40.0, 0.3])), "gradients")
     assert [(i, f.subject) for i, f in found] == [(7, "explosion")]
