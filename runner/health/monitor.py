@@ -101,7 +101,8 @@ class HealthMonitor(Callback):
 
     def on_exception(self, trainer, exc):
         try:
-            if isinstance(exc, NonFiniteError):  # the engine stopped before the check reached on_log
+            grads = self.rules.by_name("gradients")
+            if isinstance(exc, NonFiniteError) and "nonfinite" not in grads.active:  # stopped before on_log
                 st = trainer.state
                 f = Finding("gradients", "failed", "nonfinite", st.step, float(st.epoch), "non-finite loss or "
                             "gradients stopped the run", str(exc),
