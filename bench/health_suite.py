@@ -57,6 +57,8 @@ TINY = {
 }
 OCC = {"data.train_size": 512, "data.val_size": 64, "train.log_every": 8, "train.epochs": 4, "viz.n_samples": 0,
        "early_stop.enabled": False}
+LANES = {"data.train_size": 1024, "data.val_size": 128, "train.epochs": 5, "train.batch_size": 16,
+         "viz.n_samples": 0, "early_stop.enabled": False}
 SEQ_TINY_TRAIN = {**SEQ, "data.train_size": 8, "train.batch_size": 4, "train.epochs": 60, "optim.schedule": "constant",
                   "optim.weight_decay": 0.0, "optim.warmup_steps": 10, "data.val_size": 128, "model.width": 48,
                   "loss.kind": "mse"}
@@ -144,14 +146,16 @@ def oracle_sparse(rows, evals, warmup):
 
 
 def oracle_weighting(rows, evals, warmup):
-    keys = [k for k in (rows[0] if rows else {}) if k.startswith("loss/sigma_")]
-    for key in keys:
-        s0 = rows[0][key]
-        low = [(s0 / r[key]) ** 2 < RULES.weight_drop for r in rows if key in r]
-        onset = sustained(low, 0, K)
-        if onset is not None:
-            return onset, "checks"
-    return None
+    """A term's share of the learnable weight (train/weight/<t>) below weight_drop x its first share."""
+    keys = [k for k in (rows[0] if rows else {}) if k.startswith("train/weight/")]
+    if not keys:
+        return None
+    low = []
+    for r in rows:
+        total = sum(r.get(k, 0.0) for k in keys)
+        first = sum(rows[0][k] for k in keys)
+        low.append(total > 0 and any(r.get(k, 0.0) / total < RULES.weight_drop * rows[0][k] / first for k in keys))
+    return at(sustained(low, 0, K), "checks")
 
 
 EVAL_LEVEL = {"rare_class", "overfitting"}
@@ -194,6 +198,14 @@ SCENARIOS: list[Scenario] = [
     Scenario("no_done_term", "sequence", "failure",
              "the done term weighted to zero (loss.done_weight=0): no gradient reaches the done head",
              {**SEQ, "loss.done_weight": 0.0}, "gradients", ("gradients",), oracle_gradients),
+    Scenario("nan_lr", "sequence", "failure",
+             "an absurd learning rate without clipping (optim.lr=1e6, train.grad_clip=0): non-finite gradients",
+             {**SEQ, "optim.lr": 1e6, "train.grad_clip": 0.0, "optim.warmup_steps": 0}, "gradients",
+             ("gradients",), oracle_gradients),
+    Scenario("lanes_uncertainty", "lanes", "failure",
+             "the seed's learnable uncertainty weights (configs/lanes_seed_broken.yaml, lr 2e-2): the "
+             "smoothness weight runs away and the existence term is switched off (seed 000)",
+             LANES, "loss_weighting", ("loss_weighting",), oracle_weighting, config="configs/lanes_seed_broken.yaml"),
     Scenario("occ_pos_weight", "occupancy", "failure",
              "weighted BCE on 0.83% occupied voxels with a mis-set positive weight (loss.kind=weighted_bce, "
              "pos_weight=0.01): seed 004, probabilities sink and no voxel reaches 0.5",
@@ -219,6 +231,11 @@ SCENARIOS: list[Scenario] = [
               "data.train_size": 1024}),
     Scenario("healthy_mse", "sequence", "healthy", "the seed's MSE position loss with done weight 3",
              {**SEQ, "loss.kind": "mse"}),
+    Scenario("healthy_lanes", "lanes", "healthy", "fixed Bezier loss (configs/lanes.yaml)", LANES),
+    Scenario("healthy_lanes_negative", "lanes", "healthy",
+             "a converging uncertainty-weighted loss that goes negative: the seed's loss at lr 5e-3, every "
+             "term falling (only a note is expected)",
+             {**LANES, "optim.lr": 5e-3}, config="configs/lanes_seed_broken.yaml"),
     Scenario("healthy_occupancy", "occupancy", "healthy", "focal + dice + mean matching on 0.83% occupancy", OCC),
     Scenario("healthy_occupancy_bce", "occupancy", "healthy",
              "the seed's weighted BCE (pos_weight 10), which over-predicts but learns (docs/occupancy.md)",
