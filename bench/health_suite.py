@@ -102,7 +102,8 @@ def oracle_overfit(rows, evals, warmup):
     onset = sustained(worse, best + 1, RULES.eval_patience)
     final_worse = vals[-1] > vals[best] * (1 + RULES.overfit_margin)
     trains = [e["epoch/train_loss"] for e in evals]
-    return at(onset if final_worse and trains[-1] < trains[best] else None, "evaluations")
+    shared = trains[-1] - trains[best] >= 0.5 * (vals[-1] - vals[best])  # both rose: divergence
+    return at(onset if final_worse and not shared else None, "evaluations")
 
 
 def oracle_gradients(rows, evals, warmup):
@@ -320,15 +321,16 @@ def score(sc: Scenario, res: RunResult) -> dict[str, Any]:
     hits = sorted((f for f in real if f["detector"] in sc.expect), key=lambda f: f["step"])
     out["detected"] = bool(hits)
     if hits:
-        step = hits[0]["step"]
-        out["alert_step"] = step
         unit = onset[1] if onset else ("evaluations" if sc.failure in EVAL_LEVEL else "checks")
         seq = evals if unit == "evaluations" else rows
-        idx = next((i for i, r in enumerate(seq) if r["_step"] >= step), len(seq) - 1)
-        out["alert_index"], out["unit"] = idx, unit
+        index = [next((i for i, r in enumerate(seq) if r["_step"] >= f["step"]), len(seq) - 1) for f in hits]
+        out["alert_step"], out["alert_index"], out["unit"] = hits[0]["step"], index[0], unit
         if onset is not None:
             out["onset_index"] = onset[0]
-            out["lag"] = idx - onset[0]
+            after = [i for i in index if i >= onset[0]]
+            out["early_alerts"] = len(index) - len(after)  # alerts on an earlier episode the oracle does not count
+            if after:
+                out["lag"] = after[0] - onset[0]
     return out
 
 
@@ -425,6 +427,8 @@ def report(scored: list[dict], skipped: list[str], overhead: dict | None) -> str
         lag = f"{statistics.median(lags):g} ({max(lags)})" if lags else "-"
         rec = f"{100 * len(det) / len(prod):.0f}%" if prod else "-"
         names = ", ".join(sorted({s['scenario'] for s in ss}))
+        early = sum(1 for s in det if s.get("early_alerts") and "lag" not in s)
+        unit += f"; {early} alerted only before the oracle's onset" if early else ""
         lines.append(f"| {ftype} | {names} | {len(ss)} | {len(prod)} | {len(det)} | {rec} | {lag} | {unit} |")
     if tot_p:
         lines.append(f"| **all** | | {len(fails)} | {tot_p} | {tot_d} | **{100 * tot_d / tot_p:.0f}%** | | |")

@@ -205,6 +205,7 @@ def test_rare_class_rule(recalls, fires_at):
     ([1.0, 0.7, 0.6, 0.58, 0.57, 0.57, 0.56], [1.0, 0.6, 0.4, 0.3, 0.2, 0.15, 0.1], None),  # still improving
     ([1.0, 0.7, 0.6, 0.7, 0.8, 0.9], [1.0, 0.6, 0.4, 0.5, 0.6, 0.7], None),  # both rise: divergence, not overfit
     ([1.0, 0.6, 0.62, 0.61, 0.615, 0.6], [1.0, 0.6, 0.5, 0.45, 0.42, 0.4], None),  # plateau within the margin
+    ([2.1, 0.23, 0.26, 0.29, 0.33, 0.39], [2.1, 0.030, 0.040, 0.024, 0.025, 0.030], 5),  # train converged, noisy
 ])
 def test_overfitting_rule(val, train, fires_at):
     rows = [{"epoch/val_loss": v, "epoch/train_loss": t} for v, t in zip(val, train)]

@@ -632,7 +632,9 @@ class RareClass(Detector):
 
 class Overfitting(Detector):
     """Validation loss more than `overfit_margin` above its best for `eval_patience` consecutive
-    evaluations while the training loss keeps falling below its value at the best epoch."""
+    evaluations, with the rise in the validation loss only: the training loss rose by less than half
+    as much since the best epoch (it fell, or stayed flat after converging). Both rising together is
+    divergence, not overfitting."""
 
     name = "overfitting"
     doc = "val loss rising above its best for several evaluations while train loss falls"
@@ -650,13 +652,13 @@ class Overfitting(Detector):
             self.best = (int(epoch), v, t)
         else:
             be, bv, bt = self.best
-            holds = v > bv + self.cfg.overfit_margin * abs(bv) and t < bt
+            holds = v > bv + self.cfg.overfit_margin * abs(bv) and (t - bt) < 0.5 * (v - bv)
         s = self.judge("val_loss", "val", holds, step, epoch, self.cfg.eval_patience)
         if not s:
             return []
         be, bv, bt = self.best
         ev = (f"val loss {fmt(v)} at epoch {int(epoch)} vs best {fmt(bv)} at epoch {be} "
-              f"(+{100 * (v - bv) / abs(bv):.0f}%) for {s.count} evaluations, while train loss fell "
+              f"(+{100 * (v - bv) / abs(bv):.0f}%) for {s.count} evaluations, while train loss went "
               f"{fmt(bt)} -> {fmt(t)}; train/val gap {fmt(v - t)} (at best epoch {fmt(bv - bt)})")
         return [self.finding("warning", "val_loss", step, epoch,
                              f"overfitting: best val loss was at epoch {be}", ev,
