@@ -305,8 +305,21 @@ def warmup_of(run_dir: str) -> int:
     return int(w if w is not None else cfg["optim"]["warmup_steps"])
 
 
-def score(sc: Scenario, res: RunResult) -> dict[str, Any]:
+def replayed_findings(run_dir: str) -> list[dict]:
+    """The findings the current rules give on a finished run's logged statistics (python -m runner.health
+    --replay): lets runs made before a rule change be scored with the rules as they are now."""
+    from runner.health.__main__ import read_run, rules_config
+    from runner.health.detectors import replay
+
+    rows, summary, config, _ = read_run(Path(run_dir))
+    cfg, warm = rules_config(config)
+    return [f.to_dict() for f in replay(rows, cfg, warm, summary.get("health/class_balance") or None).findings]
+
+
+def score(sc: Scenario, res: RunResult, use_replay: bool = False) -> dict[str, Any]:
     """Per-run verdict: detected / false positive / lag in checks (or evaluations) from onset."""
+    if use_replay:
+        res.findings = replayed_findings(res.run_dir)
     real = [f for f in res.findings if f["severity"] != "note"]
     out: dict[str, Any] = {"scenario": sc.name, "seed": res.seed, "kind": sc.kind, "run_dir": res.run_dir,
                            "findings": [(f["detector"], f["subject"], f["step"]) for f in real],
@@ -474,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="/tmp/health-suite")
     p.add_argument("--only", nargs="*", help="scenario names")
     p.add_argument("--reuse", action="store_true", help="reuse finished runs found under --out")
+    p.add_argument("--replay", action="store_true",
+                   help="score with the current rules replayed over each run's logged statistics")
     p.add_argument("--scale", choices=["full", "tiny"], default="full",
                    help="tiny: seconds-long versions of the scenarios (the test suite's subset)")
     p.add_argument("--no-overhead", action="store_true")
@@ -500,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
             if not res.ok:
                 print(f"run {sc.name} seed {res.seed} failed: {res.error}", file=sys.stderr)
                 continue
-            scored.append(score(sc, res))
+            scored.append(score(sc, res, args.replay))
         print(f"{len(jobs)} runs in {time.time() - t0:.0f} s", file=sys.stderr)
     overhead = None
     if not args.no_overhead and "sequence" in tasks:
