@@ -25,6 +25,7 @@ from runner.callbacks import Checkpointing, EarlyStopping, Overlays, Tracking
 from runner.config import load_config, parse_overrides, to_dict
 from runner.engine import Interrupted, NonFiniteError, Trainer
 from runner.errors import UserError, exit_on_user_error
+from runner.health.monitor import HealthMonitor
 from runner.report import print_run_report
 from runner.schedules import make_lr_fn
 from runner.tasks import build_task
@@ -110,12 +111,16 @@ def fit(cfg, resume: str | None = None, progress: bool = True, force: bool = Fal
         tracker = NullTracker(run_dir, run_id)
     early = EarlyStopping(cfg.early_stop.monitor, cfg.early_stop.mode, cfg.early_stop.patience,
                           cfg.early_stop.min_delta, cfg.early_stop.enabled)
-    callbacks = [early]
+    # every rank runs the monitor (its inputs are all-reduced, so all ranks stop together); rank 0 reports
+    monitor = HealthMonitor(cfg.monitor, tracker, val_ds, cfg.optim.warmup_steps,
+                            echo=None if d.main else (lambda text: None)) if cfg.monitor.enabled else None
+    callbacks = [early] + ([monitor] if monitor else [])  # after early stopping (best epoch known)
     if d.main:  # overlays, checkpoints and W&B belong to rank 0
         store = ckpt.CheckpointStore(run_dir, cfg.checkpoint.keep_periodic)
         callbacks += [Overlays(tracker, val_ds, cfg.viz.n_samples, cfg.viz.every),
                       Checkpointing(store, tracker, config, run_id, cfg.checkpoint.save_every, cfg.checkpoint.upload,
-                                    criterion), Tracking(tracker)]
+                                    criterion, extra_state=monitor.checkpoint_mark if monitor else None),
+                      Tracking(tracker)]
     steps = min(len(train_dl), cfg.train.max_train_iters or len(train_dl))
     trainer = Trainer(task=task, model=model, criterion=criterion, optimizer=optimizer,
                       lr_fn=make_lr_fn(cfg.optim, cfg.train.epochs * steps), train_loader=train_dl,
