@@ -77,6 +77,7 @@ class WandbConfig(Section):
     project: str = "runner"
     entity: Optional[str] = None
     run_name: Optional[str] = None
+    group: Optional[str] = None  # W&B run group (offline sweeps group their trials under the sweep's name)
     tags: list[str] = []
     mode: Literal["offline", "online", "disabled"] = "offline"
 

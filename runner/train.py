@@ -21,9 +21,10 @@ from runner import checkpoint as ckpt
 from runner.callbacks import Checkpointing, EarlyStopping, Overlays, Tracking
 from runner.config import load_config, parse_overrides, to_dict
 from runner.engine import RunState, Trainer
-from runner.errors import UserError, exit_on_user_error
+from runner.errors import EXIT_USER_ERROR, UserError, exit_on_user_error
 from runner.report import print_run_report
 from runner.schedules import make_lr_fn
+from runner.sweepfile import check_swept_values
 from runner.tasks import build_task
 from runner.tracking import Tracker, new_run_id
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
     p.add_argument("--resume", help="checkpoint to continue from")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     return p
 
 
@@ -111,6 +113,11 @@ def fit(cfg, resume: str | None = None, progress: bool = True) -> dict:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     n_params = sum(p.numel() for p in model.parameters())
     tracker = Tracker(cfg.wandb, run_dir, run_id, {**config, "model_parameters": n_params}, resume=bool(resumed))
+    try:  # under `wandb agent`: every swept value must have reached the resolved config
+        check_swept_values(cfg, tracker.sweep_values())
+    except UserError:
+        tracker.finish(EXIT_USER_ERROR)
+        raise
     steps = min(len(train_dl), cfg.train.max_train_iters or len(train_dl))
     early = EarlyStopping(cfg.early_stop.monitor, cfg.early_stop.mode, cfg.early_stop.patience,
                           cfg.early_stop.min_delta, cfg.early_stop.enabled)
@@ -168,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
             overrides["wandb.enabled"] = True
         overrides.update({key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None})
         cfg = load_config(args.config, overrides)
+        if args.print_config:
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+            return 0
         fit(cfg, resume=args.resume, progress=not args.no_progress)
     return 0
 
