@@ -223,6 +223,31 @@ def last_error_line(log_path: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
+def hyperband_stops(histories: dict[int, list[float]], running: list[int], bands: list[int], eta: float,
+                    minimize: bool) -> dict[int, tuple[int, float, float]]:
+    """Which running trials hyperband stops: {trial: (band, its value there, the band's threshold)}.
+
+    As wandb/sweeps hyperband_stopping: a band b is the b-th logged value (0-based) of the metric;
+    its threshold is the value at rank int(n / eta) among all n trials (running or not) that
+    logged more than b values; a running trial is stopped when its value at the latest band it
+    has passed is worse than that band's threshold.
+    """
+    sign = 1.0 if minimize else -1.0
+    hist = {k: [sign * v for v in h] for k, h in histories.items()}
+    thresholds = []
+    for band in bands:
+        vals = sorted(h[band] for h in hist.values() if len(h) > band)
+        thresholds.append(vals[int(len(vals) / eta)] if vals else math.inf)
+    out = {}
+    for k in running:
+        h = hist.get(k, [])
+        passed = [(b, th) for b, th in zip(bands, thresholds) if b < len(h)]
+        if passed and h[passed[-1][0]] > passed[-1][1]:
+            band, th = passed[-1]
+            out[k] = (band, sign * h[band], sign * th)
+    return out
+
+
 def write_sweep_params(path: Path, values: dict[str, Any]) -> None:
     """The file `wandb agent` writes for wandb.init (config_util.save_config_file_from_dict)."""
     body = yaml.dump({k: {"value": v} for k, v in values.items()}, Dumper=yaml.SafeDumper,
@@ -331,27 +356,21 @@ class SweepRunner:
 
     # -- hyperband
     def hyperband(self, running: list[Trial]) -> None:
-        """Stop running trials below the top 1/eta at their latest band (wandb/sweeps hyperband_stopping)."""
-        sign = 1.0 if self.sweep.minimize else -1.0
-        eta = self.sweep.early_terminate["eta"]
+        """Stop running trials that trail at their latest band (see hyperband_stops)."""
         hist = {}
         for t in self.trials:
-            if t.status in ("running", "finished", "stopped", "failed"):
-                h = t.history if t.status != "running" else metric_history(t.find_run_dir(), self.sweep.metric)
-                if h:
-                    hist[t.index] = [sign * v for v in h]
-        thresholds = []
-        for band in self.sweep.bands:
-            vals = sorted(h[band] for h in hist.values() if len(h) > band)
-            thresholds.append(vals[int(len(vals) / eta)] if vals else math.inf)
+            h = metric_history(t.find_run_dir(), self.sweep.metric) if t.status == "running" else t.history
+            if h:
+                hist[t.index] = h
+        eta = self.sweep.early_terminate["eta"]
+        verdicts = hyperband_stops(hist, [t.index for t in running if t.stop_sent is None], self.sweep.bands,
+                                   eta, self.sweep.minimize)
         for t in running:
-            h = hist.get(t.index, [])
-            passed = [(b, th) for b, th in zip(self.sweep.bands, thresholds) if b < len(h)]
-            if t.stop_sent is None and passed and h[passed[-1][0]] > passed[-1][1]:
-                band, th = passed[-1]
+            if t.index in verdicts:
+                band, value, threshold = verdicts[t.index]
                 t.status, t.stop_sent = "stopped", time.time()
-                t.note = (f"hyperband: {self.sweep.metric}={sign * h[band]:.4g} at iteration {band} "
-                          f"is worse than the top 1/{eta} ({sign * th:.4g})")
+                t.note = (f"hyperband: {self.sweep.metric}={value:.4g} at iteration {band} is worse than "
+                          f"the top 1/{eta:g} of trials there ({threshold:.4g})")
                 print(f"[{self.group}] trial {t.index} stopped early: {t.note}", flush=True)
                 t.proc.send_signal(signal.SIGINT)  # the runner saves a checkpoint and finishes its W&B run
 

@@ -524,9 +524,16 @@ def load_sweep(path: str | Path, sets: dict[str, Any] | None = None, check_metri
         pwhere = f"{where}: parameters"
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise UserError(f"{pwhere}: {name!r} is not a valid W&B parameter name")
-        if name not in keys or name in sections:
-            what = "a section, not a value" if name in sections else f"not a config key of task {task!r}"
-            raise UserError(f"{pwhere}: {name!r} is {what}{_close(name, set(keys) - sections)}")
+        if isinstance(spec, dict) and "parameters" in spec:
+            raise UserError(f"{pwhere}: {name!r} nests parameters; name each swept key by its dotted config "
+                            f"path instead (e.g. {name}.<key>)")
+        if name in sections:
+            inside = sorted(k for k in keys if k.startswith(name + ".") and k not in sections)
+            raise UserError(f"{pwhere}: {name!r} is a section, not a value; sweep keys inside it "
+                            f"({', '.join(inside[:6])}{' ...' if len(inside) > 6 else ''})")
+        if name not in keys:
+            raise UserError(f"{pwhere}: {name!r} is not a config key of task {task!r}"
+                            f"{_close(name, set(keys) - sections)}")
         if name in RUNNER_OWNED:
             raise UserError(f"{pwhere}: {name!r} is set per run by the sweep runner and cannot be swept")
         if sets and name in sets:
