@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -93,6 +94,7 @@ COMMON_SECTIONS: dict[str, type[Section]] = {
 }
 
 
+@functools.cache
 def config_class(task_cls) -> type[Section]:
     """The full config model for one task: common sections plus the task's data/model/loss."""
     fields: dict[str, Any] = {

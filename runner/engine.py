@@ -204,8 +204,8 @@ class Trainer:
                 outputs = self.task.forward(self.model, batch)
                 terms = self.criterion(outputs, batch)
             meter.update_means({k: v for k, v in terms.items() if not k.startswith("loss/")}, n, prefix="val/")
-            for k, (num, den) in self.task.metrics(outputs, batch).items():
-                meter.update("val/" + k, num, den)
+            for k, ratio in self.task.metrics(outputs, batch).items():
+                meter.update("val/" + k, *ratio)
             stats.update(self.task.monitor_view(outputs, batch))
         values = read_host({**meter.tensors(), **{f"val/{k}": v for k, v in stats.tensors().items()}})
         return values

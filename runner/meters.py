@@ -12,8 +12,10 @@ class Meter:
     def __init__(self):
         self.num: dict[str, Tensor] = {}
         self.den: dict[str, Tensor] = {}
+        self.empty: dict[str, float] = {}
 
-    def update(self, name: str, num: Tensor, den: Tensor | float) -> None:
+    def update(self, name: str, num: Tensor, den: Tensor | float, empty: float = float("nan")) -> None:
+        """Add num/den; `empty` is the value reported while den is still 0 (nan: not reported)."""
         num = num.detach().float()
         den = den.detach().float() if isinstance(den, Tensor) else torch.tensor(float(den), device=num.device)
         if name in self.num:
@@ -22,6 +24,7 @@ class Meter:
         else:
             self.num[name] = num.clone()
             self.den[name] = den.clone()
+            self.empty[name] = empty
 
     def update_means(self, values: dict[str, Tensor], n: int, prefix: str = "") -> None:
         """Batch means weighted by the batch size n."""
@@ -29,12 +32,14 @@ class Meter:
             self.update(prefix + k, v.detach().float() * n, n)
 
     def tensors(self) -> dict[str, Tensor]:
-        # den == 0 yields nan; the trainer drops nan ratios whose denominator was 0
-        return {k: self.num[k] / self.den[k] for k in self.num}
+        # den == 0 yields `empty` (nan by default, which read_host drops)
+        return {k: torch.where(self.den[k] > 0, self.num[k] / self.den[k].clamp_min(1e-30),
+                               torch.full_like(self.num[k], self.empty[k])) for k in self.num}
 
     def reset(self) -> None:
         self.num.clear()
         self.den.clear()
+        self.empty.clear()
 
 
 def read_host(tensors: dict[str, Tensor]) -> dict[str, float]:

@@ -43,9 +43,10 @@ def upscale(image: np.ndarray, min_side: int = 256) -> tuple[np.ndarray, float]:
 
 
 def text(image: np.ndarray, s: str, org: tuple[int, int], color=WHITE, scale: float = 0.45) -> None:
-    """Text with a dark outline so it reads on any background."""
+    """Text on a dark box so it reads on any background; org is the baseline's left end."""
     x, y = int(org[0]), int(org[1])
-    cv2.putText(image, s, (x, y), FONT, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    (w, h), base = cv2.getTextSize(s, FONT, scale, 1)
+    cv2.rectangle(image, (x - 2, y - h - 2), (x + w + 2, y + base), (0, 0, 0), -1)
     cv2.putText(image, s, (x, y), FONT, scale, color, 1, cv2.LINE_AA)
 
 

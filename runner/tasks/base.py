@@ -65,8 +65,12 @@ class Task:
     def monitor_view(self, outputs: Outputs, batch: Batch) -> MonitorView:
         raise NotImplementedError
 
-    def metrics(self, outputs: Outputs, batch: Batch) -> dict[str, tuple[Tensor, Tensor]]:
-        """name -> (numerator, denominator) device tensors; the logged value is sum(num)/sum(den)."""
+    def metrics(self, outputs: Outputs, batch: Batch) -> dict[str, tuple]:
+        """name -> (numerator, denominator[, empty]) device tensors; logged: sum(num)/sum(den).
+
+        `empty` (a float) is reported while the denominator is 0, e.g. 0.0 for the precision of a
+        class never predicted; without it such a metric is left out of the log.
+        """
         return {}
 
     def draw(self, batch: Batch, outputs: Outputs, i: int) -> np.ndarray:

@@ -81,7 +81,7 @@ class SequenceTask(Task):
         return {
             "pixel_error": ((err * live).sum(), live.sum()),
             "done_recall": (tp, done.float().sum()),
-            "done_precision": (tp, pred_done.float().sum()),
+            "done_precision": (tp, pred_done.float().sum(), 0.0),  # never predicting done: 0
             "done_accuracy": ((pred_done == done).float().sum(), torch.tensor(float(done.numel()))),
         }
 
