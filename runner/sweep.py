@@ -459,8 +459,11 @@ class SweepRunner:
         lines = [f"## sweep {self.group}: {self.sweep.method} over {', '.join(self.sweep.params)}, "
                  f"{self.sweep.goal} {self.sweep.metric}", "",
                  "| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in heads) + "|"]
+        def cell(v: Any) -> str:
+            return (f"{v:.6g}" if isinstance(v, float) else str(v)).replace("|", "\\|")
+
         for r in rows:
-            lines.append("| " + " | ".join(str(r[h]).replace("|", "\\|") for h in heads) + " |")
+            lines.append("| " + " | ".join(cell(r[h]) for h in heads) + " |")
         return "\n".join(lines)
 
     def winner(self) -> Trial | None:

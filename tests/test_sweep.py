@@ -89,24 +89,39 @@ def test_sequence_sweeps_cover_the_seeds_hand_tuning():
     assert by_name["lr"].early_terminate["type"] == "hyperband"
 
 
-def test_sweep_commands_parse_through_the_real_cli():
-    """The argv a W&B agent would run for each file's first trial, plus --print-config."""
-    argvs, expect = [], []
-    for path in SWEEP_FILES:
-        sweep = load_sweep(path, check_metric=False)
-        runner = SweepRunner(sweep, [], count=1, workers=1, seed=0, name=None, out=None)
-        values = runner.search.ask()
-        values = values[0] if isinstance(values, tuple) else values
-        argv = expand_command(sweep.command, values)  # exactly the agent's expansion, ${args} included
-        assert argv[0] == "/usr/bin/env" and argv[2:4] == ["-m", "runner.train"]
-        argvs.append(argv + ["--print-config"])
-        expect.append(values)
-    for argv, values, res in zip(argvs, expect, popen_all(argvs)):
-        assert res.returncode == 0, (argv, res.stderr)
-        resolved = yaml.safe_load(res.stdout)
-        for key, value in values.items():
-            assert get_dotted(resolved, key) == pytest.approx(value), (argv, key)
-        assert resolved["train"]["device"] == "cuda" and resolved["wandb"]["enabled"] is True
+def first_trial_argv(path: Path) -> tuple[list[str], dict]:
+    """The argv a W&B agent runs for the file's first suggestion (${args} expanded as it does)."""
+    sweep = load_sweep(path, check_metric=False)
+    runner = SweepRunner(sweep, [], count=1, workers=1, seed=0, name=None, out=None)
+    values = runner.search.ask()
+    values = values[0] if isinstance(values, tuple) else values
+    argv = expand_command(sweep.command, values)
+    assert argv[0] == "/usr/bin/env" and argv[2:4] == ["-m", "runner.train"]
+    return argv, values
+
+
+def check_resolved(resolved: dict, values: dict) -> None:
+    for key, value in values.items():
+        assert get_dotted(resolved, key) == pytest.approx(value), key
+    assert resolved["train"]["device"] == "cuda" and resolved["wandb"]["enabled"] is True
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
+def test_sweep_command_is_accepted_by_the_cli(path, capsys):
+    """runner.train's own main() on the agent's argv (after `-m runner.train`), + --print-config."""
+    from runner.train import main
+
+    argv, values = first_trial_argv(path)
+    assert main(argv[4:] + ["--print-config"]) == 0
+    check_resolved(yaml.safe_load(capsys.readouterr().out), values)
+
+
+def test_sweep_command_runs_as_a_subprocess():
+    """The same argv, run as the agent runs it: a subprocess, no shell."""
+    argv, values = first_trial_argv(ROOT / "sweeps" / "threshold.yaml")
+    res = popen_all([argv + ["--print-config"]])[0]
+    assert res.returncode == 0, res.stderr
+    check_resolved(yaml.safe_load(res.stdout), values)
 
 
 # ---------------------------------------------------------------- the agent's argv
@@ -150,17 +165,30 @@ BAD_FILES = {
 }
 
 
-def test_invalid_sweep_files_fail_before_any_run(tmp_path):
-    paths = {case: write_sweep(tmp_path / f"{case.replace(' ', '_')}.yaml", **over)
-             for case, (over, _) in BAD_FILES.items()}
-    argvs = [[sys.executable, "-m", "runner.sweep", str(p), "--out", str(tmp_path / "runs")] for p in paths.values()]
-    for (case, (_, msg)), path, res in zip(BAD_FILES.items(), paths.values(), popen_all(argvs)):
-        assert res.returncode == 2, (case, res.stderr)
-        lines = res.stderr.strip().splitlines()
-        assert len(lines) == 1, (case, res.stderr)
-        assert lines[0].startswith(f"runner.sweep: error: sweep file {str(path)!r}")
-        assert msg in lines[0], (case, lines[0])
-    assert not (tmp_path / "runs").exists()  # nothing started
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_invalid_sweep_files_fail_before_any_run(tmp_path, capsys, case):
+    """Through runner.sweep's CLI: one line naming the file and the entry, exit 2, no run started."""
+    from runner.sweep import main
+
+    over, msg = BAD_FILES[case]
+    path = write_sweep(tmp_path / "bad.yaml", **over)
+    with pytest.raises(SystemExit) as exit_:
+        main([str(path), "--out", str(tmp_path / "runs")])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"runner.sweep: error: sweep file {str(path)!r}")
+    assert msg in lines[0], lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_invalid_sweep_file_as_a_subprocess(tmp_path):
+    path = write_sweep(tmp_path / "bad.yaml", **BAD_FILES["unknown metric"][0])
+    res = run_cli("runner.sweep", str(path), "--out", str(tmp_path / "runs"))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"runner.sweep: error: sweep file {str(path)!r}: metric")
+    assert BAD_FILES["unknown metric"][1] in lines[0]
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("over, msg", [
