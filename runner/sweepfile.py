@@ -564,7 +564,10 @@ def load_sweep(path: str | Path, sets: dict[str, Any] | None = None, check_metri
                       metric=metric["name"], goal=goal, target=target, params=params, early_terminate=et,
                       bands=bands, run_cap=run_cap, command=command, cfg=cfg, task=task)
     if check_metric:
-        sweep.logged = logged_metric_names(cfg)
+        try:
+            sweep.logged = logged_metric_names(cfg)
+        except UserError as e:
+            raise UserError(f"{where}: command: {e}") from None
         if sweep.metric not in sweep.logged:
             val_names = sorted(n for n in sweep.logged if n.startswith(("val/", "epoch/")))
             raise UserError(f"{where}: metric {sweep.metric!r} is never logged by task {task!r}"

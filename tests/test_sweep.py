@@ -349,3 +349,25 @@ def test_swept_value_lost_by_the_command_stops_the_run(tmp_path):
         "fixed --loss.threshold"]
     wrun = find_wandb_run(tmp_path / "runs")
     assert inspect_summary(wrun)["exit_code"] == 2
+
+
+@pytest.mark.parametrize("device_tokens", [["--device=cuda"], ["--device", "cuda"], ["--train.device=cuda"]])
+def test_set_replaces_the_commands_own_setting(tmp_path, capsys, device_tokens):
+    """--set train.device=cpu must win over the command's --device=cuda, which runner.train would
+    otherwise apply after every --a.b=v override."""
+    from runner.train import main
+
+    cmd = ["${env}", "${interpreter}", "-m", "runner.train", "--config", "configs/sequence_demo.yaml", "--wandb",
+           *device_tokens, "${args}"]
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", command=cmd), {"train.device": "cpu"}, check_metric=False)
+    assert sweep.cfg.train.device == "cpu"
+    runner = SweepRunner(sweep, [("train.device", "cpu")], count=None, workers=2, seed=0, name="t", out=str(tmp_path))
+    trials = [runner.make_trial() for _ in range(2)]
+    assert len({t.dir for t in trials}) == 2
+    for t in trials:
+        assert "cuda" not in t.argv and f"--out_dir={t.dir}" in t.argv
+        assert main(t.argv[4:] + ["--print-config"]) == 0
+        resolved = yaml.safe_load(capsys.readouterr().out)
+        assert resolved["train"]["device"] == "cpu" and resolved["out_dir"] == str(t.dir)
+        assert resolved["loss"]["threshold"] == t.values["loss.threshold"]
+        assert resolved["wandb"]["group"] == runner.group
