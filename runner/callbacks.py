@@ -25,6 +25,7 @@ class Callback:
     def on_log(self, trainer, step: int, values: dict[str, float]) -> None: ...
     def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None: ...
     def on_fit_end(self, trainer) -> None: ...
+    def on_interrupt(self, trainer, reason: str) -> None: ...
     def on_exception(self, trainer, exc: BaseException) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
@@ -127,6 +128,7 @@ class Checkpointing(Callback):
             "scaler": trainer.scaler.state_dict(),
             "criterion": self.criterion.state_dict() if self.criterion is not None else {},
             "rng": ckpt.rng_state(),
+            "run_state": st.state_dict(),
             "step": st.step, "epoch": st.epoch,
             "best_metric": st.best_metric, "best_epoch": st.best_epoch,
             "callbacks": {cb.state_key: cb.state_dict() for cb in trainer.callbacks if cb.state_key},
@@ -145,17 +147,24 @@ class Checkpointing(Callback):
                     "val_loss": metrics.get("epoch/val_loss"), "config": self.config}
             self.tracker.log_checkpoint(paths[0], aliases, meta)
 
-    def on_exception(self, trainer, exc):
-        """A crash or interrupt still leaves (and uploads) a loadable latest checkpoint."""
-        state = self.full_state(trainer, interrupted=type(exc).__name__)
-        path = self.store.save(state)[0]
+    def save_latest(self, trainer, reason: str) -> Path:
+        """Save (and upload) latest.pt now, mid-epoch if need be, marked with the reason."""
+        path = self.store.save(self.full_state(trainer, interrupted=reason))[0]
         if self.upload and self.tracker.enabled:
             try:
                 self.tracker.log_checkpoint(path, ["latest", "interrupted"],
                                             {"epoch": trainer.state.epoch, "step": trainer.state.step,
-                                             "interrupted": type(exc).__name__})
+                                             "interrupted": reason})
             except Exception:  # the local file is what matters; never mask the original error
                 pass
+        return path
+
+    def on_interrupt(self, trainer, reason):
+        self.save_latest(trainer, reason)
+
+    def on_exception(self, trainer, exc):
+        """A crash still leaves (and uploads) a loadable latest checkpoint."""
+        self.save_latest(trainer, type(exc).__name__)
 
 
 class Tracking(Callback):

@@ -109,6 +109,8 @@ class CheckpointStore:
         self.dir = Path(run_dir) / "checkpoints"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.keep_periodic = keep_periodic
+        for stale in self.dir.glob(".*.tmp-*"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
 
     @property
     def latest(self) -> Path:

@@ -78,9 +78,10 @@ class WandbConfig(Section):
     project: str = "runner"
     entity: Optional[str] = None
     run_name: Optional[str] = None
-    group: Optional[str] = None  # W&B run group (offline sweeps group their trials under the sweep's name)
     tags: list[str] = []
     mode: Literal["offline", "online", "disabled"] = "offline"
+    group: Optional[str] = None  # W&B run group (sweeps group their trials under one name)
+    init_timeout: float = Field(60.0, gt=0)  # seconds to reach W&B online before falling back to offline
 
 
 COMMON_SECTIONS: dict[str, type[Section]] = {

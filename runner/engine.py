@@ -2,7 +2,10 @@
 it emits events to callbacks (tracking, checkpoints, early stopping, overlays, health).
 
 Host reads happen once per log interval (train) and once per evaluation (val): loss terms,
-metrics, gradient norms and collapse statistics all accumulate on the device in between.
+metrics, gradient norms, non-finite counters and collapse statistics all accumulate on the
+device in between. A step whose gradients are not finite is skipped on the device (fused AdamW
+`found_inf`), counted, and after `nonfinite_patience` consecutive ones the run stops naming the
+loss term that went non-finite first.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -26,12 +29,61 @@ class RunState:
     """Mutable run state, kept apart from the frozen config."""
 
     epoch: int = 0  # epochs completed
-    step: int = 0  # optimizer steps taken
+    step: int = 0  # optimizer steps taken (skipped non-finite steps included)
+    batch_in_epoch: int = 0  # batches of the current epoch already trained (mid-epoch resume)
     best_metric: float | None = None
     best_epoch: int | None = None
     stop_reason: str | None = None
+    nonfinite_steps: int = 0
     last_train: dict[str, float] = field(default_factory=dict)
     last_val: dict[str, float] = field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("epoch", "step", "batch_in_epoch", "best_metric", "best_epoch",
+                                               "nonfinite_steps")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+class Interrupted(Exception):
+    """Training stopped on request (SIGTERM, Ctrl-C) after saving; carries the reason."""
+
+
+class NonFiniteError(Exception):
+    """Too many consecutive non-finite steps."""
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Deterministic per-epoch order (seed, epoch) that can start mid-epoch; shards for DDP.
+
+    Each rank takes every world-th index of the same permutation (padded to equal length), so
+    resuming needs only (epoch, batches done), and all ranks agree without communication.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        per_rank = math.ceil(self.n / self.world)
+        order += order[: per_rank * self.world - self.n]  # pad so every rank has as many
+        return order[self.rank::self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices()[self.skip:])
+
+    def __len__(self) -> int:
+        return max(0, math.ceil(self.n / self.world) - self.skip)
 
 
 def head_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
@@ -48,17 +100,22 @@ def move(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
+def batch_size_of(batch: dict[str, Any]) -> int:
+    return next(iter(v for v in batch.values() if isinstance(v, torch.Tensor))).shape[0]
+
+
 class Trainer:
     def __init__(self, *, task, model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                  lr_fn: Callable[[int], float], train_loader: Iterable, val_loader: Iterable,
                  device: torch.device, epochs: int, max_train_iters: int | None = None,
                  max_val_iters: int | None = None, log_every: int = 25, grad_clip: float = 1.0,
                  amp: bool = False, amp_dtype: str = "bf16", callbacks: list | None = None,
-                 progress: bool = True, state: RunState | None = None):
+                 progress: bool = True, state: RunState | None = None, nonfinite_patience: int = 5,
+                 distributed: bool = False):
         self.task, self.model, self.criterion, self.optimizer = task, model, criterion, optimizer
         self.lr_fn, self.train_loader, self.val_loader, self.device = lr_fn, train_loader, val_loader, device
         self.epochs, self.max_train_iters, self.max_val_iters = epochs, max_train_iters, max_val_iters
-        self.log_every, self.grad_clip = log_every, grad_clip
+        self.log_every, self.grad_clip, self.nonfinite_patience = log_every, grad_clip, nonfinite_patience
         self.amp = amp and device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if amp_dtype == "bf16" else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
@@ -68,6 +125,19 @@ class Trainer:
         self.heads = head_groups(model)
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.should_stop = False
+        self.interrupt_reason: str | None = None
+        self.distributed = distributed  # DDP: accumulators are all-reduced before each host read
+        sampler = getattr(train_loader, "sampler", None)
+        self.sampler = sampler if isinstance(sampler, EpochSampler) else None
+        n_batches = len(train_loader) if self.sampler is None else len(self.sampler) // train_loader.batch_size
+        if self.sampler is not None and not train_loader.drop_last:
+            n_batches = math.ceil(len(self.sampler) / train_loader.batch_size)
+        self.batches_per_epoch = min(n_batches, max_train_iters) if max_train_iters else n_batches
+        self._consec = torch.zeros((), device=device)  # consecutive non-finite steps, on device
+        self._max_consec = torch.zeros((), device=device)
+        self._first_bad = torch.full((), -1.0, device=device)  # index of the first non-finite term
+        self._n_bad = torch.zeros((), device=device)  # non-finite (skipped) steps in this process
+        self._term_names: list[str] = []
 
     # ------------------------------------------------------------------ events
     def emit(self, event: str, *args) -> None:
@@ -79,9 +149,9 @@ class Trainer:
             return torch.autocast("cuda", dtype=self.amp_dtype)
         return contextlib.nullcontext()
 
-    def steps_per_epoch(self) -> int:
-        n = len(self.train_loader)
-        return min(n, self.max_train_iters) if self.max_train_iters else n
+    def request_stop(self, reason: str) -> None:
+        """Finish the current step, save, and raise Interrupted (signal handlers call this)."""
+        self.interrupt_reason = reason
 
     # ------------------------------------------------------------------ one step
     def train_step(self, batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
@@ -102,25 +172,48 @@ class Trainer:
                 norms[f"grad/{head}"] = torch.linalg.vector_norm(
                     torch.stack(torch._foreach_norm(grads)).float())
         max_norm = self.grad_clip if self.grad_clip > 0 else float("inf")
-        norms["grad/total"] = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        total = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        norms["grad/total"] = total
+        bad = ~torch.isfinite(total)
+        self._track_nonfinite(bad, terms)
+        if not self.scaler.is_enabled():
+            self.optimizer.found_inf = bad.float()  # fused AdamW skips the update on the device
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return terms, norms, outputs
 
+    def _track_nonfinite(self, bad: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        if not self._term_names:
+            self._term_names = [k for k in terms if k == "loss" or "/" not in k]
+        finite = torch.stack([torch.isfinite(terms[k].detach()).all() for k in self._term_names])
+        # first term that was non-finite (skipping the total); len(...) means only the gradient was
+        idx = torch.where(finite[1:].all(), torch.tensor(float(len(self._term_names)), device=bad.device),
+                          (~finite[1:]).float().argmax().float() + 1) if len(finite) > 1 else \
+            torch.tensor(float(len(self._term_names)), device=bad.device)
+        self._first_bad = torch.where((self._first_bad < 0) & bad, idx, self._first_bad)
+        self._consec = (self._consec + 1) * bad
+        self._max_consec = torch.maximum(self._max_consec, self._consec)
+        self._n_bad += bad
+
     # ------------------------------------------------------------------ loops
     def fit(self) -> RunState:
         st = self.state
-        total = self.epochs * self.steps_per_epoch()
+        total = self.epochs * self.batches_per_epoch
+        self._n_bad.fill_(st.nonfinite_steps)
         self.emit("on_fit_start")
-        bar = tqdm(total=total, initial=st.step, disable=not self.progress, unit="step", dynamic_ncols=True,
+        initial = st.epoch * self.batches_per_epoch + st.batch_in_epoch
+        bar = tqdm(total=total, initial=initial, disable=not self.progress, unit="step", dynamic_ncols=True,
                    desc="train", mininterval=0.5 if sys.stderr.isatty() else 30)
         try:
             while st.epoch < self.epochs and not self.should_stop:
                 epoch = st.epoch + 1
                 t0 = time.perf_counter()
                 train = self.train_epoch(epoch, bar)
+                if self.interrupt_reason:
+                    self.emit("on_interrupt", self.interrupt_reason)
+                    raise Interrupted(self.interrupt_reason)
                 val = self.evaluate(epoch)
-                st.epoch = epoch
+                st.epoch, st.batch_in_epoch = epoch, 0
                 elapsed = time.perf_counter() - t0
                 metrics = {
                     "epoch": epoch,
@@ -134,6 +227,8 @@ class Trainer:
                 st.last_val = metrics
                 bar.set_postfix_str(f"epoch {epoch} val_loss {metrics['epoch/val_loss']:.4f}")
                 self.emit("on_epoch_end", epoch, metrics)
+        except Interrupted:
+            raise
         except BaseException as e:
             self.emit("on_exception", e)
             raise
@@ -142,21 +237,38 @@ class Trainer:
         self.emit("on_fit_end")
         return st
 
+    def _read(self, *accumulators, extra: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+        """The one host read: all-reduce the accumulators across ranks (DDP), then read once."""
+        tensors: dict[str, torch.Tensor] = {}
+        for acc in accumulators:
+            if self.distributed:
+                acc.all_reduce()
+            tensors.update(acc.tensors())
+        if extra:
+            if self.distributed:
+                extra = dict(extra)
+                stacked = torch.stack([extra[k] for k in extra])
+                torch.distributed.all_reduce(stacked, op=torch.distributed.ReduceOp.MAX)
+                extra = dict(zip(extra, stacked))
+            tensors.update(extra)
+        return read_host(tensors)
+
     def train_epoch(self, epoch: int, bar) -> dict[str, float]:
         st = self.state
         self.model.train()
-        meter, stats = Meter(), CollapseStats()
-        epoch_meter = Meter()
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch, skip=st.batch_in_epoch * self.train_loader.batch_size)
+        meter, stats, epoch_meter = Meter(), CollapseStats(), Meter()
         samples = interval_samples = 0
         t_data = t_step = 0.0
         t_last = time.perf_counter()
-        for i, batch in enumerate(self.train_loader):
-            if self.max_train_iters and i >= self.max_train_iters:
+        for i, batch in enumerate(self.train_loader, start=st.batch_in_epoch):
+            if i >= self.batches_per_epoch:
                 break
             t_ready = time.perf_counter()
             t_data += t_ready - t_last
             batch = move(batch, self.device)
-            n = next(iter(v for v in batch.values() if isinstance(v, torch.Tensor))).shape[0]
+            n = batch_size_of(batch)
             terms, norms, outputs = self.train_step(batch)
             with torch.no_grad():
                 # terms named "loss/..." (e.g. loss/sigma_reg of learnable weights) are logged verbatim
@@ -168,16 +280,19 @@ class Trainer:
             samples += n
             interval_samples += n
             st.step += 1
+            st.batch_in_epoch = i + 1
             bar.update(1)
             t_last = time.perf_counter()
             t_step += t_last - t_ready
             if st.step % self.log_every == 0:
-                values = read_host({**meter.tensors(), **stats.tensors()})
+                values = self._read(meter, stats, extra={"_max_consec": self._max_consec,
+                                                         "_first_bad": self._first_bad, "_n_bad": self._n_bad})
+                self._check_nonfinite(values)
                 values["lr"] = self.lr_fn(st.step - 1)
                 values["train/data_time"] = t_data
                 values["train/step_time"] = t_step
                 values["train/samples_per_second"] = interval_samples / max(t_data + t_step, 1e-9)
-                values["epoch"] = epoch - 1 + (i + 1) / self.steps_per_epoch()
+                values["epoch"] = epoch - 1 + (i + 1) / self.batches_per_epoch
                 st.last_train = values
                 bar.set_postfix_str(f"loss {values.get('train/loss', math.nan):.4f}")
                 self.emit("on_log", st.step, values)
@@ -185,11 +300,23 @@ class Trainer:
                 stats.reset()
                 t_data = t_step = 0.0
                 interval_samples = 0
-            if self.should_stop:
+            if self.should_stop or self.interrupt_reason:
                 break
-        out = read_host(epoch_meter.tensors())
+        out = self._read(epoch_meter)
         out["_samples"] = samples
         return out
+
+    def _check_nonfinite(self, values: dict[str, float]) -> None:
+        """Count skipped steps; stop after nonfinite_patience consecutive ones, naming the term."""
+        max_consec, first_bad = values.pop("_max_consec"), values.pop("_first_bad")
+        self.state.nonfinite_steps = int(values.pop("_n_bad"))
+        values["health/nonfinite_steps"] = float(self.state.nonfinite_steps)
+        if max_consec >= self.nonfinite_patience:
+            names = self._term_names + ["gradient"]
+            culprit = names[int(first_bad)] if first_bad >= 0 else "unknown"
+            raise NonFiniteError(f"{int(max_consec)} consecutive non-finite steps (limit {self.nonfinite_patience}); "
+                                 f"the first non-finite value was {culprit!r}, at or before step {self.state.step}; "
+                                 f"lower optim.lr or check the data")
 
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict[str, float]:
@@ -199,7 +326,7 @@ class Trainer:
             if self.max_val_iters and i >= self.max_val_iters:
                 break
             batch = move(batch, self.device)
-            n = next(iter(v for v in batch.values() if isinstance(v, torch.Tensor))).shape[0]
+            n = batch_size_of(batch)
             with self.autocast():
                 outputs = self.task.forward(self.model, batch)
                 terms = self.criterion(outputs, batch)
@@ -207,5 +334,5 @@ class Trainer:
             for k, ratio in self.task.metrics(outputs, batch).items():
                 meter.update("val/" + k, *ratio)
             stats.update(self.task.monitor_view(outputs, batch))
-        values = read_host({**meter.tensors(), **{f"val/{k}": v for k, v in stats.tensors().items()}})
-        return values
+        stats.prefix = "val/"
+        return self._read(meter, stats)

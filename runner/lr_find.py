@@ -36,7 +36,8 @@ from runner.engine import Trainer, move
 from runner.errors import UserError, exit_on_user_error
 from runner.tasks import build_task
 from runner.tracking import Tracker, new_run_id
-from runner.train import FLAG_KEYS, build_parser, make_optimizer, resolve_device, seed_everything
+from runner.build import make_loaders, make_optimizer, resolve_device, seed_everything
+from runner.train import FLAG_KEYS, build_parser
 
 SMOOTH_BETA = 0.98  # EMA of the loss, bias-corrected (fastai / Lightning)
 DROP_FRACTION = 0.1  # the stable range starts once the loss has made this share of its total drop
@@ -104,13 +105,16 @@ def run_range_test(trainer: Trainer, loader, device: torch.device, start: float,
     trainer.model.train()
     lrs, losses = [], []
     reason = f"completed {steps} steps"
-    batches = iter(loader)
+    batches, epoch = iter(loader), 1
     best = math.inf
     bar = tqdm(total=steps, disable=not progress, unit="step", desc="lr range test", dynamic_ncols=True)
     for i in range(steps):
         try:
             batch = next(batches)
-        except StopIteration:
+        except StopIteration:  # next epoch: a fresh permutation
+            epoch += 1
+            if hasattr(loader.sampler, "set_epoch"):
+                loader.sampler.set_epoch(epoch)
             batches = iter(loader)
             batch = next(batches)
         lr = lr_fn(i)
@@ -246,11 +250,9 @@ def run(cfg, start: float, end: float, steps: int, diverge: float, progress: boo
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.seed)
     task = build_task(cfg)
-    train_ds = task.dataset("train")
-    loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=True,
-                                         drop_last=len(train_ds) >= cfg.train.batch_size,
-                                         num_workers=cfg.train.num_workers, pin_memory=device.type == "cuda",
-                                         generator=torch.Generator().manual_seed(cfg.seed))
+    loader, _ = make_loaders(cfg, task.dataset("train"), task.dataset("val"), device)  # runner.train's loader
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(1)
     model, criterion = task.model().to(device), task.criterion().to(device)
     optimizer = make_optimizer(model, cfg.optim, criterion)
     trainer = Trainer(task=task, model=model, criterion=criterion, optimizer=optimizer, lr_fn=exp_lr(start, end, steps),

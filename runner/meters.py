@@ -31,6 +31,17 @@ class Meter:
         for k, v in values.items():
             self.update(prefix + k, v.detach().float() * n, n)
 
+    def all_reduce(self) -> None:
+        """Sum numerators and denominators across DDP ranks (in place)."""
+        import torch.distributed as dist
+
+        keys = list(self.num)
+        if keys:
+            flat = torch.stack([self.num[k] for k in keys] + [self.den[k] for k in keys])
+            dist.all_reduce(flat)
+            for i, k in enumerate(keys):
+                self.num[k], self.den[k] = flat[i], flat[len(keys) + i]
+
     def tensors(self) -> dict[str, Tensor]:
         # den == 0 yields `empty` (nan by default, which read_host drops)
         return {k: torch.where(self.den[k] > 0, self.num[k] / self.den[k].clamp_min(1e-30),

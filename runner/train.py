@@ -3,24 +3,26 @@
     python -m runner.train --config configs/sequential_attention.yaml [--wandb] [--loss.threshold=0.1 ...]
 
 Every config key can be overridden as `--a.b=v` or `--a.b v` (the forms a W&B sweep agent and a
-person use). User errors print one line and exit 2.
+person use). User errors print one line and exit 2; SIGTERM/Ctrl-C save a checkpoint, close the
+W&B run and exit 130 with the command that resumes.
 """
 from __future__ import annotations
 
 import argparse
-import random
+import shlex
+import signal
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
 from runner import checkpoint as ckpt
+from runner.build import make_loaders, make_optimizer, resolve_device, seed_everything
 from runner.callbacks import Checkpointing, EarlyStopping, Overlays, Tracking
 from runner.config import load_config, parse_overrides, to_dict
-from runner.engine import RunState, Trainer
+from runner.engine import Interrupted, NonFiniteError, Trainer
 from runner.errors import EXIT_USER_ERROR, UserError, exit_on_user_error
 from runner.report import print_run_report
 from runner.schedules import make_lr_fn
@@ -28,8 +30,10 @@ from runner.sweepfile import check_swept_values
 from runner.tasks import build_task
 from runner.tracking import Tracker, new_run_id
 
+__all__ = ["main", "fit", "make_optimizer", "resolve_device"]
 FLAG_KEYS = {"wandb_project": "wandb.project", "wandb_entity": "wandb.entity", "wandb_run_name": "wandb.run_name",
              "wandb_tags": "wandb.tags", "wandb_mode": "wandb.mode", "device": "train.device"}
+EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,71 +47,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb-tags", nargs="+")
     p.add_argument("--wandb-mode", choices=["online", "offline", "disabled"])
     p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
-    p.add_argument("--resume", help="checkpoint to continue from")
+    p.add_argument("--resume", help="checkpoint to continue from, or 'auto': the newest latest.pt under out_dir")
+    p.add_argument("--force", action="store_true", help="resume even from a checkpoint whose model had collapsed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     return p
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but CUDA is not available on this machine "
-                        "(use --device cpu or --device auto)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError("--device mps was requested but MPS is not available on this machine")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    return torch.device(name)
+def find_resume(cfg, resume: str | None) -> Path | None:
+    if resume != "auto":
+        return Path(resume) if resume else None
+    found = sorted(Path(cfg.out_dir).glob(f"{cfg.task}-*/checkpoints/latest.pt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        print(f"--resume auto: no checkpoint under {cfg.out_dir}/{cfg.task}-*; starting a new run")
+        return None
+    print(f"--resume auto: continuing from {found[-1]}")
+    return found[-1]
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def check_resumable(state: dict, cfg, source: Path, force: bool) -> None:
+    if state["config"].get("task") != cfg.task:
+        raise UserError(f"checkpoint {str(source)!r} is from task {state['config'].get('task')!r}, not {cfg.task!r}")
+    health = state.get("health") or {}
+    if health.get("status") == "failed" and not force:
+        raise UserError(f"checkpoint {str(source)!r} was saved after the health monitor found "
+                        f"{health.get('summary', 'a failure')}; retrain from scratch, or pass --force to resume anyway")
 
 
-def make_optimizer(model: torch.nn.Module, optim_cfg, criterion: torch.nn.Module | None = None
-                   ) -> torch.optim.Optimizer:
-    """AdamW over the model's own parameters: weight decay on matrices/kernels, none on biases/norms.
-
-    A loss with trainable parameters (learnable loss weights, which the user must opt into in the
-    loss config) gets its own group named "loss", without weight decay, and is announced loudly.
-    """
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"name": "decay", "params": decay, "weight_decay": optim_cfg.weight_decay},
-              {"name": "no_decay", "params": no_decay, "weight_decay": 0.0}]
-    loss_named = [(n, p) for n, p in (criterion.named_parameters() if criterion is not None else []) if p.requires_grad]
-    msg = (f"optimizer: AdamW, {sum(p.numel() for p in decay):,} decayed + "
-           f"{sum(p.numel() for p in no_decay):,} non-decayed model parameters")
-    if loss_named:
-        groups.append({"name": "loss", "params": [p for _, p in loss_named], "weight_decay": 0.0})
-        msg += f"; WARNING: {len(loss_named)} learnable loss parameters ({', '.join(n for n, _ in loss_named)})"
-    else:
-        msg += " (no loss parameters)"
-    print(msg)
-    return torch.optim.AdamW(groups, lr=optim_cfg.lr, betas=optim_cfg.betas)
-
-
-def fit(cfg, resume: str | None = None, progress: bool = True) -> dict:
+def fit(cfg, resume: str | None = None, progress: bool = True, force: bool = False) -> dict:
     """Train one run from a validated config; returns the run's summary."""
     device = resolve_device(cfg.train.device)
-    resumed = ckpt.load(resume) if resume else None
+    source = find_resume(cfg, resume)
+    resumed = ckpt.load(source) if source else None
+    if resumed:
+        check_resumable(resumed, cfg, source, force)
     seed_everything(cfg.seed)
     task = build_task(cfg)
     train_ds, val_ds = task.dataset("train"), task.dataset("val")
-    loader = dict(batch_size=cfg.train.batch_size, num_workers=cfg.train.num_workers,
-                  pin_memory=device.type == "cuda", persistent_workers=cfg.train.num_workers > 0)
-    train_dl = torch.utils.data.DataLoader(train_ds, shuffle=True, drop_last=len(train_ds) >= cfg.train.batch_size,
-                                           generator=torch.Generator().manual_seed(cfg.seed), **loader)
-    val_dl = torch.utils.data.DataLoader(val_ds, shuffle=False, **loader)
+    train_dl, val_dl = make_loaders(cfg, train_ds, val_ds, device)
     model, criterion = task.model().to(device), task.criterion().to(device)
+    if resumed:  # before the optimizer exists, so a shape mismatch is reported first
+        ckpt.load_model_state(model, resumed["model"], str(source))
     optimizer = make_optimizer(model, cfg.optim, criterion)
-    if resumed:
-        run_id, run_dir = resumed["run_id"], Path(resume).resolve().parent.parent
-    else:
-        run_id = new_run_id()
-        run_dir = Path(cfg.out_dir) / f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"
+    run_id = resumed["run_id"] if resumed else new_run_id()
+    run_dir = source.resolve().parent.parent if resumed else \
+        Path(cfg.out_dir) / f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"
     run_dir.mkdir(parents=True, exist_ok=True)
     config = to_dict(cfg)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -118,53 +102,91 @@ def fit(cfg, resume: str | None = None, progress: bool = True) -> dict:
     except UserError:
         tracker.finish(EXIT_USER_ERROR)
         raise
-    steps = min(len(train_dl), cfg.train.max_train_iters or len(train_dl))
     early = EarlyStopping(cfg.early_stop.monitor, cfg.early_stop.mode, cfg.early_stop.patience,
                           cfg.early_stop.min_delta, cfg.early_stop.enabled)
     store = ckpt.CheckpointStore(run_dir, cfg.checkpoint.keep_periodic)
     callbacks = [early, Overlays(tracker, val_ds, cfg.viz.n_samples, cfg.viz.every),
                  Checkpointing(store, tracker, config, run_id, cfg.checkpoint.save_every, cfg.checkpoint.upload,
                                criterion), Tracking(tracker)]
+    steps = min(len(train_dl), cfg.train.max_train_iters or len(train_dl))
     trainer = Trainer(task=task, model=model, criterion=criterion, optimizer=optimizer,
                       lr_fn=make_lr_fn(cfg.optim, cfg.train.epochs * steps), train_loader=train_dl,
                       val_loader=val_dl, device=device, epochs=cfg.train.epochs,
                       max_train_iters=cfg.train.max_train_iters, max_val_iters=cfg.train.max_val_iters,
                       log_every=cfg.train.log_every, grad_clip=cfg.train.grad_clip, amp=cfg.train.amp,
-                      amp_dtype=cfg.train.amp_dtype, callbacks=callbacks, progress=progress)
+                      amp_dtype=cfg.train.amp_dtype, callbacks=callbacks, progress=progress,
+                      nonfinite_patience=cfg.train.nonfinite_patience)
     if resumed:
-        restore(trainer, resumed, criterion, resume)
+        restore(trainer, resumed, criterion)
     print(f"run {run_id}: task {cfg.task}, {n_params:,} parameters, device {device}, "
-          f"{len(train_ds)} train / {len(val_ds)} val samples, dir {run_dir}")
+          f"{len(train_ds)} train / {len(val_ds)} val samples, dir {run_dir}"
+          + (f", resumed at epoch {trainer.state.epoch} step {trainer.state.step}" if resumed else ""))
     tracker.set_summary({"model_parameters": n_params, "run_dir": str(run_dir)})
-    exit_code = 1
+    exit_code, previous = 1, install_signal_handlers(trainer)
     try:
-        state = trainer.fit()
+        trainer.fit()
         tracker.set_summary({f"baseline/{k}": v for k, v in task.baseline().items()})
         exit_code = 0
+    except Interrupted as e:
+        trainer.state.stop_reason = f"interrupted by {e}"
+        print(f"runner.train: interrupted by {e}; checkpoint saved; resume with: {resume_command(store.latest)}",
+              file=sys.stderr)
+        exit_code = EXIT_INTERRUPTED
+    except NonFiniteError as e:
+        trainer.state.stop_reason = str(e)
+        print(f"runner.train: error: {e}", file=sys.stderr)
     finally:
-        summary = {**tracker.summary, **state_summary(trainer.state)}
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        summary = {**tracker.summary, "best_epoch": trainer.state.best_epoch, "best_metric": trainer.state.best_metric,
+                   "epochs_completed": trainer.state.epoch, "stop_reason": trainer.state.stop_reason or "completed"}
+        tracker.set_summary(summary)
         wandb_dir = tracker.wandb_dir
         tracker.finish(exit_code)
         print_run_report(run_dir, wandb_dir, summary, trainer.state.last_val)
-    return {**summary, "run_dir": str(run_dir), "wandb_dir": wandb_dir, "state": state}
+    return {**summary, "run_dir": str(run_dir), "wandb_dir": wandb_dir, "exit_code": exit_code}
 
 
-def state_summary(st: RunState) -> dict:
-    return {"best_epoch": st.best_epoch, "best_metric": st.best_metric, "epochs_completed": st.epoch,
-            "stop_reason": st.stop_reason or "completed"}
+def resume_command(latest: Path) -> str:
+    """This process's command line with --resume pointing at the checkpoint just saved."""
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--resume":
+            skip = True
+        elif not a.startswith("--resume="):
+            args.append(a)
+    return " ".join(["python -m runner.train", *map(shlex.quote, args), "--resume", shlex.quote(str(latest))])
 
 
-def restore(trainer: Trainer, state: dict, criterion, source: str) -> None:
-    ckpt.load_model_state(trainer.model, state["model"], source)
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.scaler.load_state_dict(state["scaler"])
-    criterion.load_state_dict(state["criterion"])
-    ckpt.set_rng_state(state["rng"])
-    st = trainer.state
-    st.step, st.epoch, st.best_metric, st.best_epoch = state["step"], state["epoch"], state["best_metric"], state["best_epoch"]
-    for cb in trainer.callbacks:
-        if cb.state_key:
-            cb.load_state_dict(state["callbacks"][cb.state_key])
+def install_signal_handlers(trainer: Trainer) -> dict:
+    """First SIGTERM/SIGINT: finish the step, checkpoint, exit 130. A second SIGINT aborts at once."""
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if trainer.interrupt_reason and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        trainer.request_stop(name)
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def restore(trainer: Trainer, state: dict, criterion) -> None:
+    """Everything a checkpoint holds goes back in place; a missing piece is an error, not a skip."""
+    try:
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.scaler.load_state_dict(state["scaler"])
+        criterion.load_state_dict(state["criterion"])
+        ckpt.set_rng_state(state["rng"])
+        trainer.state.load_state_dict(state["run_state"])
+        for cb in trainer.callbacks:
+            if cb.state_key:
+                cb.load_state_dict(state["callbacks"][cb.state_key])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise UserError(f"checkpoint cannot restore the run state: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
             return 0
-        fit(cfg, resume=args.resume, progress=not args.no_progress)
-    return 0
+        result = fit(cfg, resume=args.resume, progress=not args.no_progress, force=args.force)
+    return result["exit_code"]
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ PROB_THRESHOLD = 0.5  # a probability above this counts as a positive prediction
 
 
 class CollapseStats:
-    def __init__(self):
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix  # "val/" for evaluation statistics
         self.reset()
 
     def reset(self) -> None:
@@ -66,8 +67,28 @@ class CollapseStats:
             else:
                 self.rates[name] = [cur[:4].clone(), cur[4].clone()]
 
+    def all_reduce(self) -> None:
+        """Combine DDP ranks in place: sums add, min/max reduce, so std is over the global batch."""
+        import torch.distributed as dist
+
+        if self.n is not None:
+            sums = torch.cat([self.n.reshape(1), self.s1, self.s2, self.t1, self.t2])
+            dist.all_reduce(sums)
+            d = self.s1.numel()
+            self.n, self.s1, self.s2 = sums[0], sums[1:1 + d], sums[1 + d:1 + 2 * d]
+            self.t1, self.t2 = sums[1 + 2 * d:1 + 3 * d], sums[1 + 3 * d:]
+            dist.all_reduce(self.vmin, op=dist.ReduceOp.MIN)
+            dist.all_reduce(self.vmax, op=dist.ReduceOp.MAX)
+        for name in sorted(self.rates):
+            acc = self.rates[name]
+            dist.all_reduce(acc[0])
+            dist.all_reduce(acc[1], op=dist.ReduceOp.MAX)
+
     def tensors(self) -> dict[str, Tensor]:
         """0-d device tensors keyed by metric name (no host read here)."""
+        return {self.prefix + k: v for k, v in self._tensors().items()}
+
+    def _tensors(self) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         if self.n is not None:
             n = self.n.clamp_min(1)
