@@ -264,6 +264,7 @@ def _logged_names(config_json: str) -> frozenset[str]:
     import torch
     from torch.utils.data import DataLoader, Subset
 
+    from runner.build import make_optimizer
     from runner.callbacks import Callback, EarlyStopping
     from runner.engine import Trainer, move
     from runner.health.stats import CollapseStats
@@ -277,8 +278,7 @@ def _logged_names(config_json: str) -> frozenset[str]:
     train_dl = DataLoader(Subset(train, range(min(2, len(train)))), batch_size=2)
     val_dl = DataLoader(Subset(val, range(min(2, len(val)))), batch_size=2)
     model, criterion = task.model(), task.criterion()
-    params = [p for p in [*model.parameters(), *criterion.parameters()] if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=0.0)
+    optimizer = make_optimizer(model, cfg.optim, criterion, verbose=False)  # runner.train's; lr stays 0 here
     seen: set[str] = set()
 
     class Record(Callback):
