@@ -178,7 +178,7 @@ class Trial:
     token: Any = None  # the search's handle (optuna trial)
     proc: subprocess.Popen | None = None
     log: Any = None
-    status: str = "pending"  # running | finished | failed | stopped
+    status: str = "pending"  # running | finished | failed | stopped (hyperband) | interrupted
     returncode: int | None = None
     started: float = 0.0
     seconds: float = 0.0
@@ -316,8 +316,10 @@ class SweepRunner:
         trial.log = open(trial.dir / "log.txt", "w")
         trial.started = time.time()
         trial.status = "running"
+        # own session: a Ctrl-C in the terminal reaches only this runner, which forwards one SIGINT
+        # (runner.train saves a checkpoint on the first; a second would abort it)
         trial.proc = subprocess.Popen(trial.argv, env=env, stdout=trial.log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL)
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
         shown = " ".join(f"{k}={v}" for k, v in trial.values.items())
         print(f"[{self.group}] trial {trial.index}/{self.count} started: {shown} -> {trial.dir}", flush=True)
 
@@ -338,7 +340,7 @@ class SweepRunner:
                 trial.health = str(json.loads(summary_path.read_text()).get("health/status", "n/a"))
             except (json.JSONDecodeError, OSError):
                 pass
-        if trial.status != "stopped":
+        if trial.status not in ("stopped", "interrupted"):
             trial.status = "finished" if trial.returncode == 0 else "failed"
         if trial.status == "failed":
             trial.note = f"exit {trial.returncode}: {last_error_line(trial.dir / 'log.txt')}"
@@ -384,6 +386,11 @@ class SweepRunner:
         running: list[Trial] = []
         exhausted = False
         last_check = 0.0
+
+        def on_term(signum, frame):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, on_term)
         try:
             while True:
                 while (not exhausted and not self.target_hit and len(running) < self.workers
@@ -418,11 +425,13 @@ class SweepRunner:
                 except subprocess.TimeoutExpired:
                     t.proc.kill()
                     t.proc.wait()
-                t.status = "failed"
+                t.status = "interrupted"
+                t.note = "interrupted: its latest checkpoint can be resumed with runner.train --resume"
                 self.finish(t)
-                t.note = "interrupted"
             self.write_leaderboard()
             return 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         self.write_leaderboard()
         print(self.leaderboard_markdown(), flush=True)
         print(self.winner_line(), flush=True)
@@ -433,7 +442,7 @@ class SweepRunner:
     def ranked(self) -> list[Trial]:
         done = [t for t in self.trials if t.status != "pending"]
         sign = 1.0 if self.sweep.minimize else -1.0
-        return sorted(done, key=lambda t: (t.status == "failed" or t.status == "running", t.best is None,
+        return sorted(done, key=lambda t: (t.status not in ("finished", "stopped"), t.best is None,
                                            sign * t.best if t.best is not None else 0.0, t.index))
 
     def rows(self) -> list[dict[str, Any]]:
