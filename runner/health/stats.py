@@ -33,15 +33,19 @@ class CollapseStats:
     def update(self, view: MonitorView) -> None:
         pred = view.pred.detach().float().flatten(1)
         target = view.target.detach().float().flatten(1)
-        rows = torch.tensor(float(pred.shape[0]), device=pred.device)
-        if pred.shape[0] == 0:
-            pmin = torch.tensor(float("inf"), device=pred.device)
-            pmax = -pmin
+        if view.mask is None:
+            w = torch.ones(pred.shape[0], 1, device=pred.device)
         else:
-            pmin, pmax = pred.min(), pred.max()
+            w = view.mask.detach().float().reshape(-1, 1)
+        rows = w.sum()
+        pred, target = pred * w, target * w  # masked rows add nothing to the sums
+        inf = torch.tensor(float("inf"), device=pred.device)
+        keep = w > 0
+        pmin = torch.where(keep, pred, inf).amin() if pred.numel() else inf
+        pmax = torch.where(keep, pred, -inf).amax() if pred.numel() else -inf
         if self.n is None:
             self.n = rows
-            self.s1, self.s2 = pred.sum(0), (pred * pred).sum(0)
+            self.s1, self.s2 = pred.sum(0), (pred * pred).sum(0)  # pred is already masked
             self.t1, self.t2 = target.sum(0), (target * target).sum(0)
             self.vmin, self.vmax = pmin, pmax
         else:

@@ -22,8 +22,10 @@ Outputs = dict[str, Tensor]
 class MonitorView:
     """What the collapse statistics compare, all on the device, no grad.
 
-    pred, target: [B, D] prediction and target vectors (rows may be filtered, e.g. done samples
-        have no target position). pred/std is the std across rows, averaged over D.
+    pred, target: [B, D] prediction and target vectors. pred/std is the std across rows,
+        averaged over D.
+    mask: optional [B] bool/0-1 tensor; rows with 0 are left out (e.g. done samples have no next
+        position). Use it rather than boolean indexing, which forces a host sync on a GPU.
     rates: name -> (probability, binary target), any equal shapes, for sparse or rare targets
         (occupancy voxels, the done flag). Gives pred/<name>_rate (p > 0.5), pred/<name>_mean,
         pred/<name>_max and target/<name>_rate.
@@ -32,6 +34,7 @@ class MonitorView:
     pred: Tensor
     target: Tensor
     rates: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    mask: Tensor | None = None
 
 
 class Task:

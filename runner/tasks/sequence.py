@@ -67,8 +67,7 @@ class SequenceTask(Task):
                            kind=c.kind)
 
     def monitor_view(self, outputs, batch):
-        live = batch["done"] < 0.5
-        return MonitorView(pred=outputs["xy"][live], target=batch["target_xy"][live],
+        return MonitorView(pred=outputs["xy"], target=batch["target_xy"], mask=batch["done"] < 0.5,
                            rates={"done": (torch.sigmoid(outputs["done_logit"].float()), batch["done"])})
 
     def metrics(self, outputs, batch):
