@@ -266,7 +266,7 @@ def _logged_names(config_json: str) -> frozenset[str]:
 
     from runner.build import make_optimizer
     from runner.callbacks import Callback, EarlyStopping
-    from runner.engine import Trainer, move
+    from runner.engine import Trainer
     from runner.health.stats import CollapseStats
     from runner.tasks import build_task
 
@@ -288,23 +288,32 @@ def _logged_names(config_json: str) -> frozenset[str]:
         def on_epoch_end(self, trainer, epoch, metrics):
             seen.update(k for k in metrics if not k.startswith("_"))
 
+    # ratios whose denominator is 0 on this batch (e.g. done recall without a done sample) are
+    # dropped from the logged values; so also record the names the task hands the evaluation
+    names: dict[str, set[str]] = {"terms": set(), "metrics": set(), "stats": set()}
+    task_metrics, task_view = task.metrics, task.monitor_view
+
+    def metrics(outputs, batch):
+        out = task_metrics(outputs, batch)
+        names["metrics"].update(out)
+        return out
+
+    def monitor_view(outputs, batch):
+        view = task_view(outputs, batch)
+        stats = CollapseStats()
+        stats.update(view)
+        names["stats"].update(stats.tensors())
+        return view
+
+    task.metrics, task.monitor_view = metrics, monitor_view
+    criterion.register_forward_hook(lambda module, args, out: names["terms"].update(out))
     trainer = Trainer(task=task, model=model, criterion=criterion, optimizer=optimizer, lr_fn=lambda s: 0.0,
                       train_loader=train_dl, val_loader=val_dl, device=device, epochs=1, max_train_iters=1,
                       max_val_iters=1, log_every=1, grad_clip=0.0, amp=False,
                       callbacks=[EarlyStopping("epoch/val_loss", enabled=False), Record()], progress=False)
     trainer.fit()
-    # ratios whose denominator was 0 on this batch (e.g. done recall without a done sample) are
-    # dropped from the logged values; take their names from the task's own outputs as well
-    model.eval()
-    with torch.no_grad():
-        batch = move(next(iter(val_dl)), device)
-        outputs = task.forward(model, batch)
-        terms = criterion(outputs, batch)
-        stats = CollapseStats()
-        stats.update(task.monitor_view(outputs, batch))
-        seen.update("val/" + k for k in terms if not k.startswith("loss/"))
-        seen.update("val/" + k for k in task.metrics(outputs, batch))
-        seen.update("val/" + k for k in stats.tensors())
+    seen.update("val/" + k for k in names["terms"] if not k.startswith("loss/"))
+    seen.update("val/" + k for k in names["metrics"] | names["stats"])
     return frozenset(seen)
 
 
