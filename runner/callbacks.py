@@ -94,7 +94,7 @@ class Overlays(Callback):
     def on_epoch_end(self, trainer, epoch, metrics):
         if self.batch is None or epoch % self.every:
             return
-        model = trainer.model
+        model = ckpt.unwrap(trainer.model)  # rank 0 alone: no DDP collectives here
         was_training = model.training
         model.eval()
         batch = move(self.batch, trainer.device)

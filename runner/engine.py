@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from runner.checkpoint import unwrap
 from runner.health.stats import CollapseStats
 from runner.meters import Meter, read_host
 
@@ -95,9 +96,17 @@ def head_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     return groups
 
 
-def move(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+def move(batch: dict[str, Any], device: torch.device, channels_last: bool = False) -> dict[str, Any]:
+    """Host-to-device copy (non-blocking from pinned memory on CUDA); 4D images as NHWC if asked."""
     nb = device.type == "cuda"
-    return {k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=nb)
+            if channels_last and v.dim() == 4 and v.is_floating_point():
+                v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
 
 
 def batch_size_of(batch: dict[str, Any]) -> int:
@@ -111,7 +120,7 @@ class Trainer:
                  max_val_iters: int | None = None, log_every: int = 25, grad_clip: float = 1.0,
                  amp: bool = False, amp_dtype: str = "bf16", callbacks: list | None = None,
                  progress: bool = True, state: RunState | None = None, nonfinite_patience: int = 5,
-                 distributed: bool = False):
+                 distributed: bool = False, channels_last: bool = False):
         self.task, self.model, self.criterion, self.optimizer = task, model, criterion, optimizer
         self.lr_fn, self.train_loader, self.val_loader, self.device = lr_fn, train_loader, val_loader, device
         self.epochs, self.max_train_iters, self.max_val_iters = epochs, max_train_iters, max_val_iters
@@ -122,7 +131,8 @@ class Trainer:
         self.callbacks = callbacks or []
         self.progress = progress
         self.state = state or RunState()
-        self.heads = head_groups(model)
+        self.channels_last = channels_last
+        self.heads = head_groups(unwrap(model))  # grad/<head> names from the bare module
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.should_stop = False
         self.interrupt_reason: str | None = None
@@ -267,7 +277,7 @@ class Trainer:
                 break
             t_ready = time.perf_counter()
             t_data += t_ready - t_last
-            batch = move(batch, self.device)
+            batch = move(batch, self.device, self.channels_last)
             n = batch_size_of(batch)
             terms, norms, outputs = self.train_step(batch)
             with torch.no_grad():
@@ -285,8 +295,11 @@ class Trainer:
             t_last = time.perf_counter()
             t_step += t_last - t_ready
             if st.step % self.log_every == 0:
-                values = self._read(meter, stats, extra={"_max_consec": self._max_consec,
+                stop = torch.tensor(float(self.interrupt_reason is not None), device=self.device)
+                values = self._read(meter, stats, extra={"_max_consec": self._max_consec, "_stop": stop,
                                                          "_first_bad": self._first_bad, "_n_bad": self._n_bad})
+                if values.pop("_stop") and not self.interrupt_reason:
+                    self.interrupt_reason = "SIGTERM on another rank"
                 self._check_nonfinite(values)
                 values["lr"] = self.lr_fn(st.step - 1)
                 values["train/data_time"] = t_data
@@ -300,7 +313,8 @@ class Trainer:
                 stats.reset()
                 t_data = t_step = 0.0
                 interval_samples = 0
-            if self.should_stop or self.interrupt_reason:
+            # under DDP every rank must stop at the same step: they agree at the log interval
+            if self.should_stop or (self.interrupt_reason and (not self.distributed or st.step % self.log_every == 0)):
                 break
         out = self._read(epoch_meter)
         out["_samples"] = samples
@@ -325,7 +339,7 @@ class Trainer:
         for i, batch in enumerate(self.val_loader):
             if self.max_val_iters and i >= self.max_val_iters:
                 break
-            batch = move(batch, self.device)
+            batch = move(batch, self.device, self.channels_last)
             n = batch_size_of(batch)
             with self.autocast():
                 outputs = self.task.forward(self.model, batch)

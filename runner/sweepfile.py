@@ -594,6 +594,15 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
+def swept_value_problem(cfg, swept: dict[str, Any]) -> str | None:
+    """check_swept_values' message, or None when every swept value reached the config."""
+    try:
+        check_swept_values(cfg, swept)
+    except UserError as e:
+        return str(e)
+    return None
+
+
 def check_swept_values(cfg, swept: dict[str, Any]) -> None:
     """Stop a run whose resolved config lost a value W&B's sweep set for it.
 

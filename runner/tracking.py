@@ -162,6 +162,22 @@ class Tracker:
             self._guard("finish", run.finish, exit_code=exit_code)
 
 
+class NullTracker(Tracker):
+    """What ranks other than 0 get under torchrun: the same interface, no files, no W&B."""
+
+    def __init__(self, run_dir: Path, run_id: str):  # noqa: D107 - deliberately skips Tracker.__init__
+        self.run_dir, self.run_id, self.run, self.summary, self._warned = Path(run_dir), run_id, None, {}, set()
+
+    def log(self, metrics, step):
+        pass
+
+    def log_image(self, key, rgb, caption, step, epoch):
+        return None
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass
+
+
 def _short(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__

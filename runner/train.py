@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from runner import checkpoint as ckpt
+from runner import distributed
 from runner.build import make_loaders, make_optimizer, resolve_device, seed_everything
 from runner.callbacks import Checkpointing, EarlyStopping, Overlays, Tracking
 from runner.config import load_config, parse_overrides, to_dict
@@ -26,9 +27,9 @@ from runner.engine import Interrupted, NonFiniteError, Trainer
 from runner.errors import EXIT_USER_ERROR, UserError, exit_on_user_error
 from runner.report import print_run_report
 from runner.schedules import make_lr_fn
-from runner.sweepfile import check_swept_values
+from runner.sweepfile import swept_value_problem
 from runner.tasks import build_task
-from runner.tracking import Tracker, new_run_id
+from runner.tracking import NullTracker, Tracker, new_run_id
 
 __all__ = ["main", "fit", "make_optimizer", "resolve_device"]
 FLAG_KEYS = {"wandb_project": "wandb.project", "wandb_entity": "wandb.entity", "wandb_run_name": "wandb.run_name",
@@ -77,60 +78,79 @@ def check_resumable(state: dict, cfg, source: Path, force: bool) -> None:
 def fit(cfg, resume: str | None = None, progress: bool = True, force: bool = False) -> dict:
     """Train one run from a validated config; returns the run's summary."""
     device = resolve_device(cfg.train.device)
+    d, device = distributed.setup(device)
     source = find_resume(cfg, resume)
     resumed = ckpt.load(source) if source else None
     if resumed:
         check_resumable(resumed, cfg, source, force)
     seed_everything(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     task = build_task(cfg)
     train_ds, val_ds = task.dataset("train"), task.dataset("val")
-    train_dl, val_dl = make_loaders(cfg, train_ds, val_ds, device)
+    train_dl, val_dl = make_loaders(cfg, train_ds, val_ds, device, d.rank, d.world)
     model, criterion = task.model().to(device), task.criterion().to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if resumed:  # before the optimizer exists, so a shape mismatch is reported first
         ckpt.load_model_state(model, resumed["model"], str(source))
-    optimizer = make_optimizer(model, cfg.optim, criterion)
-    run_id = resumed["run_id"] if resumed else new_run_id()
-    run_dir = source.resolve().parent.parent if resumed else \
-        Path(cfg.out_dir) / f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config = to_dict(cfg)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    optimizer = make_optimizer(model, cfg.optim, criterion, verbose=d.main)
     n_params = sum(p.numel() for p in model.parameters())
-    tracker = Tracker(cfg.wandb, run_dir, run_id, {**config, "model_parameters": n_params}, resume=bool(resumed))
-    try:  # under `wandb agent`: every swept value must have reached the resolved config
-        check_swept_values(cfg, tracker.sweep_values())
-    except UserError:
+    model = distributed.wrap(model, d, device)
+    if cfg.train.compile:
+        model = torch.compile(model)
+    run_id = distributed.broadcast(resumed["run_id"] if resumed else new_run_id(), d)
+    run_dir = Path(distributed.broadcast(str(source.resolve().parent.parent) if resumed else
+                                         str(Path(cfg.out_dir) / f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"), d))
+    config = to_dict(cfg)
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        tracker = Tracker(cfg.wandb, run_dir, run_id, {**config, "model_parameters": n_params,
+                                                        "world_size": d.world}, resume=bool(resumed))
+    else:
+        tracker = NullTracker(run_dir, run_id)
+    # under `wandb agent`: every swept value must have reached the resolved config (rank 0 reads
+    # W&B; all ranks stop together)
+    problem = distributed.broadcast(swept_value_problem(cfg, tracker.sweep_values()), d)
+    if problem:
         tracker.finish(EXIT_USER_ERROR)
-        raise
+        raise UserError(problem)
     early = EarlyStopping(cfg.early_stop.monitor, cfg.early_stop.mode, cfg.early_stop.patience,
                           cfg.early_stop.min_delta, cfg.early_stop.enabled)
-    store = ckpt.CheckpointStore(run_dir, cfg.checkpoint.keep_periodic)
-    callbacks = [early, Overlays(tracker, val_ds, cfg.viz.n_samples, cfg.viz.every),
-                 Checkpointing(store, tracker, config, run_id, cfg.checkpoint.save_every, cfg.checkpoint.upload,
-                               criterion), Tracking(tracker)]
+    callbacks = [early]
+    if d.main:  # overlays, checkpoints and W&B belong to rank 0
+        store = ckpt.CheckpointStore(run_dir, cfg.checkpoint.keep_periodic)
+        callbacks += [Overlays(tracker, val_ds, cfg.viz.n_samples, cfg.viz.every),
+                      Checkpointing(store, tracker, config, run_id, cfg.checkpoint.save_every, cfg.checkpoint.upload,
+                                    criterion), Tracking(tracker)]
     steps = min(len(train_dl), cfg.train.max_train_iters or len(train_dl))
     trainer = Trainer(task=task, model=model, criterion=criterion, optimizer=optimizer,
                       lr_fn=make_lr_fn(cfg.optim, cfg.train.epochs * steps), train_loader=train_dl,
                       val_loader=val_dl, device=device, epochs=cfg.train.epochs,
                       max_train_iters=cfg.train.max_train_iters, max_val_iters=cfg.train.max_val_iters,
                       log_every=cfg.train.log_every, grad_clip=cfg.train.grad_clip, amp=cfg.train.amp,
-                      amp_dtype=cfg.train.amp_dtype, callbacks=callbacks, progress=progress,
-                      nonfinite_patience=cfg.train.nonfinite_patience)
+                      amp_dtype=cfg.train.amp_dtype, callbacks=callbacks, progress=progress and d.main,
+                      nonfinite_patience=cfg.train.nonfinite_patience, distributed=d.enabled,
+                      channels_last=cfg.train.channels_last)
     if resumed:
         restore(trainer, resumed, criterion)
-    print(f"run {run_id}: task {cfg.task}, {n_params:,} parameters, device {device}, "
-          f"{len(train_ds)} train / {len(val_ds)} val samples, dir {run_dir}"
-          + (f", resumed at epoch {trainer.state.epoch} step {trainer.state.step}" if resumed else ""))
+    if d.main:
+        print(f"run {run_id}: task {cfg.task}, {n_params:,} parameters, device {device}"
+              f"{f' x {d.world} processes' if d.enabled else ''}, {len(train_ds)} train / {len(val_ds)} val samples, "
+              f"dir {run_dir}" + (f", resumed at epoch {trainer.state.epoch} step {trainer.state.step}" if resumed else ""))
     tracker.set_summary({"model_parameters": n_params, "run_dir": str(run_dir)})
     exit_code, previous = 1, install_signal_handlers(trainer)
     try:
         trainer.fit()
-        tracker.set_summary({f"baseline/{k}": v for k, v in task.baseline().items()})
+        if d.main:
+            tracker.set_summary({f"baseline/{k}": v for k, v in task.baseline().items()})
         exit_code = 0
     except Interrupted as e:
         trainer.state.stop_reason = f"interrupted by {e}"
-        print(f"runner.train: interrupted by {e}; checkpoint saved; resume with: {resume_command(store.latest)}",
-              file=sys.stderr)
+        if d.main:
+            print(f"runner.train: interrupted by {e}; checkpoint saved; resume with: {resume_command(store.latest)}",
+                  file=sys.stderr)
         exit_code = EXIT_INTERRUPTED
     except NonFiniteError as e:
         trainer.state.stop_reason = str(e)
@@ -143,7 +163,9 @@ def fit(cfg, resume: str | None = None, progress: bool = True, force: bool = Fal
         tracker.set_summary(summary)
         wandb_dir = tracker.wandb_dir
         tracker.finish(exit_code)
-        print_run_report(run_dir, wandb_dir, summary, trainer.state.last_val)
+        if d.main:
+            print_run_report(run_dir, wandb_dir, summary, trainer.state.last_val)
+        distributed.teardown(d)
     return {**summary, "run_dir": str(run_dir), "wandb_dir": wandb_dir, "exit_code": exit_code}
 
 

@@ -1,0 +1,48 @@
+"""The training step never reads the device: host reads happen once per log interval."""
+from __future__ import annotations
+
+import torch
+
+from runner.build import make_loaders, make_optimizer
+from runner.config import load_config
+from runner.engine import Trainer
+from runner.schedules import make_lr_fn
+from runner.tasks import build_task
+from tests.conftest import ROOT
+
+READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
+
+
+def test_host_reads_happen_once_per_log_interval(monkeypatch):
+    cfg = load_config(ROOT / "configs" / "sequence_demo.yaml",
+                      {"data.image_size": 48, "data.radius": 2, "model.width": 8, "data.train_size": 24 * 8,
+                       "data.val_size": 16, "train.batch_size": 8})
+    task = build_task(cfg)
+    train_dl, val_dl = make_loaders(cfg, task.dataset("train"), task.dataset("val"), torch.device("cpu"))
+    model, criterion = task.model(), task.criterion()
+    optimizer = make_optimizer(model, cfg.optim, criterion, verbose=False)
+    trainer = Trainer(task=task, model=model, criterion=criterion, optimizer=optimizer,
+                      lr_fn=make_lr_fn(cfg.optim, 24), train_loader=train_dl, val_loader=val_dl,
+                      device=torch.device("cpu"), epochs=1, log_every=6, progress=False)
+    batches = [b for b in train_dl]  # data loading (not the step) may build tensors from numpy
+    trainer.train_loader, trainer.sampler = batches, None
+    counts = {name: 0 for name in READS}
+    for name in READS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _orig=original, _name=name, **k):
+            counts[_name] += 1
+            return _orig(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    logs = []
+    trainer.callbacks = [type("Spy", (), {"on_log": lambda self, t, step, v: logs.append(step),
+                                          **{h: (lambda self, *a: None) for h in
+                                             ("on_fit_start", "on_epoch_end", "on_fit_end", "on_interrupt",
+                                              "on_exception")}})()]
+    trainer.train_epoch(1, bar=type("Bar", (), {"update": lambda s, n: None,
+                                                "set_postfix_str": lambda s, t: None})())
+    monkeypatch.undo()
+    assert logs == [6, 12, 18, 24]
+    # one tolist per log interval plus one at the end of the epoch; nothing else reads the device
+    assert counts["tolist"] == len(logs) + 1, counts
+    assert sum(v for k, v in counts.items() if k != "tolist") == 0, counts
