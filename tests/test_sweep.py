@@ -29,6 +29,7 @@ TINY = ["data.image_size=32", "data.train_size=48", "data.val_size=16", "model.w
 SHRINK = {
     "sequence": {"data.image_size": 32, "model.width": 4},
     "occupancy": {"data.grid": [16, 16, 8], "model.width": 4},
+    "lanes": {"data.image_height": 32, "data.image_width": 64, "model.width": 4, "model.hidden": 16},
 }
 
 
