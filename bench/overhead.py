@@ -463,22 +463,24 @@ def profile(args, data_path: Path, batch: int, reps: int, log) -> str:
     terms = {k: v.detach() for k, v in terms.items()}
     meter, stats, epoch_meter = Meter(), CollapseStats(), Meter()
 
-    def head_norms():
-        for head, ps in trainer.heads.items():
-            grads = [p.grad for p in ps if p.grad is not None]
-            torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
+    norms = trainer._grad_norms_and_clip()[0]
+
+    def runner_clip():  # grad/<head>, grad/total and clipping, as Trainer.train_step does them
+        trainer._grad_norms_and_clip()
+
+    def bare_clip():
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
 
     def nonfinite():
         bad = ~torch.isfinite(total)
         trainer._track_nonfinite(bad, terms)
         optimizer.found_inf = bad.float()
 
-    def meters():
-        n = 8
-        meter.update_means({"train/" + k: v for k, v in terms.items()}, n)
-        epoch_meter.update("loss", terms["loss"].float() * n, n)
-        for k in list(trainer.heads) + ["total"]:
-            meter.update(f"grad/{k}", total, 1)
+    def meters():  # the lines of Trainer.train_epoch after train_step
+        n = batch_size_of(b0)
+        meter.update_means({(k if k.startswith("loss/") else "train/" + k): v for k, v in terms.items()}, n)
+        epoch_meter.update_means({"loss": terms["loss"]}, n)
+        meter.update_means(norms, 1)
 
     def collapse():
         stats.update(task.monitor_view(outputs, b0))
@@ -487,7 +489,7 @@ def profile(args, data_path: Path, batch: int, reps: int, log) -> str:
         batch_size_of(move(b0, cpu))
 
     def log_read():
-        trainer._read(meter, stats, extra={"_max_consec": trainer._max_consec, "_first_bad": trainer._first_bad,
+        trainer._read(meter, stats, extra={"_max_consec": trainer._max_consec, "_first_bad": trainer._first_bad(),
                                            "_n_bad": trainer._n_bad})
 
     def timed(fn, n):
@@ -497,6 +499,17 @@ def profile(args, data_path: Path, batch: int, reps: int, log) -> str:
             fn()
             ts.append(time.perf_counter() - t0)
         return quantiles(ts)
+
+    def paired(fa, fb, n):
+        """Quantiles of fa's time minus fb's, called alternately."""
+        ds = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fa()
+            t1 = time.perf_counter()
+            fb()
+            ds.append((t1 - t0) - (time.perf_counter() - t1))
+        return quantiles(ds)
 
     # model step: bare vs runner's train_step, alternating so both see the same load
     for b in batches:
@@ -512,8 +525,10 @@ def profile(args, data_path: Path, batch: int, reps: int, log) -> str:
         t2 = time.perf_counter()
         bare_ts.append(t1 - t0)
         runner_ts.append(t2 - t1)
+    clip_runner, clip_bare = timed(runner_clip, 400), timed(bare_clip, 400)
     pieces = {
-        "per-head gradient norms (train_step)": timed(head_norms, 400),
+        "gradient norms per head + clip, minus the bare loop's clip_grad_norm_ (paired)":
+            paired(runner_clip, bare_clip, 400),
         "non-finite tracking (train_step)": timed(nonfinite, 400),
         "meters: loss terms, grad norms, epoch loss": timed(meters, 400),
         "collapse statistics (monitor_view + update)": timed(collapse, 400),
@@ -548,6 +563,8 @@ def profile(args, data_path: Path, batch: int, reps: int, log) -> str:
              f"| Trainer.train_step | {fmt_q(rq, 1e6, 0)} | {rq[1] * 1e6:.0f} | {rq[1] / bq[1]:.1%} |",
              f"| train_step minus bare step, pair by pair | {fmt_q(diffs, 1e6, 0)} | {diffs[1] * 1e6:.0f} | "
              f"{diffs[1] / bq[1]:.2%} |"]
+    lines.append(f"| runner's norms + clip ({fmt_q(clip_runner, 1e6, 0)}) vs clip_grad_norm_ ({fmt_q(clip_bare, 1e6, 0)}) "
+                 f"| | | |")
     for name, q in pieces.items():
         lines.append(f"| {name} | {fmt_q(q, 1e6, 0)} | {q[1] * 1e6:.0f} | {q[1] / bq[1]:.2%} |")
     for name, q in (("host read of an interval (one stack + tolist)", read),
