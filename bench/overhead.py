@@ -1,7 +1,8 @@
 """What the runner costs over a hand-written loop, beside PyTorch Lightning + WandbLogger.
 
-    python bench/overhead.py                 # default: batch 8 and 64, 7 rounds (~10 min on a shared 2-core CPU)
-    python bench/overhead.py --quick         # 2 rounds, fewer steps (~3 min)
+    python bench/overhead.py                 # default: batch 8 and 64, 4 rounds (~10 min on a loaded 2-core CPU)
+    python bench/overhead.py --quick         # 2 rounds, fewer steps (~4 min)
+    python bench/overhead.py --rounds 10     # tighter interquartile ranges
     python bench/overhead.py --profile-only  # only the in-process cost of each runner operation per step
     python bench/overhead.py --markdown bench/overhead.md   # also write the tables as Markdown
 
@@ -501,14 +502,15 @@ def profile(args, data_path: Path, batch: int, reps: int, log) -> str:
         return quantiles(ts)
 
     def paired(fa, fb, n):
-        """Quantiles of fa's time minus fb's, called alternately."""
+        """Quantiles of fa's time minus fb's, called alternately (ABBA)."""
         ds = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            fa()
-            t1 = time.perf_counter()
-            fb()
-            ds.append((t1 - t0) - (time.perf_counter() - t1))
+        for i in range(n):
+            ts = {}
+            for f in ((fa, fb) if i % 2 == 0 else (fb, fa)):
+                t0 = time.perf_counter()
+                f()
+                ts[f] = time.perf_counter() - t0
+            ds.append(ts[fa] - ts[fb])
         return quantiles(ds)
 
     # model step: bare vs runner's train_step, alternating so both see the same load
@@ -516,15 +518,12 @@ def profile(args, data_path: Path, batch: int, reps: int, log) -> str:
         bare_step(b)
         trainer.train_step(b)
     bare_ts, runner_ts = [], []
-    for i in range(reps):
+    for i in range(reps):  # ABBA order: neither variant always runs second
         b = batches[i % len(batches)]
-        t0 = time.perf_counter()
-        bare_step(b)
-        t1 = time.perf_counter()
-        trainer.train_step(b)
-        t2 = time.perf_counter()
-        bare_ts.append(t1 - t0)
-        runner_ts.append(t2 - t1)
+        for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+            t0 = time.perf_counter()
+            bare_step(b) if which == 0 else trainer.train_step(b)
+            (bare_ts if which == 0 else runner_ts).append(time.perf_counter() - t0)
     clip_runner, clip_bare = timed(runner_clip, 400), timed(bare_clip, 400)
     pieces = {
         "gradient norms per head + clip, minus the bare loop's clip_grad_norm_ (paired)":
@@ -557,7 +556,7 @@ def profile(args, data_path: Path, batch: int, reps: int, log) -> str:
     diffs = quantiles([r - b for r, b in zip(runner_ts, bare_ts)])
     per_step = sum(p[1] for p in pieces.values()) + (read[1] + wandb_log[1]) / cfg.train.log_every
     lines = [f"### In-process cost of the runner's own work per step, batch {batch}", "",
-             f"{reps} alternating steps; median (IQR) in microseconds; {load_text()}.", "",
+             f"{reps} pairs of steps (ABBA order); median (IQR) in microseconds; {load_text()}.", "",
              "| what | time per call (us) | per step (us) | share of the bare step |", "|---|---:|---:|---:|",
              f"| bare step (forward, loss, backward, clip, AdamW) | {fmt_q(bq, 1e6, 0)} | {bq[1] * 1e6:.0f} | 100% |",
              f"| Trainer.train_step | {fmt_q(rq, 1e6, 0)} | {rq[1] * 1e6:.0f} | {rq[1] / bq[1]:.1%} |",
@@ -581,10 +580,11 @@ def profile(args, data_path: Path, batch: int, reps: int, log) -> str:
 # ---------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=4, help="rounds of bare, runner, lightning per batch size "
+                   "(4: ~10 min on a loaded 2-core CPU; more rounds narrow the interquartile ranges)")
     p.add_argument("--batches", type=int, nargs="+", default=[8, 64])
     p.add_argument("--steps", type=int, nargs="+", default=None,
-                   help="steps per epoch for each batch size (default: 100 at batch <= 16, else 25)")
+                   help="steps per epoch for each batch size (default: 60 at batch <= 16, else 20; quick: 30, 10)")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--log-every", type=int, default=None, help="default: the runner's default (train.log_every)")
     p.add_argument("--quick", action="store_true", help="2 rounds, fewer steps")
@@ -609,7 +609,7 @@ def main(argv=None) -> int:
 
     if args.quick:
         args.rounds = min(args.rounds, 2)
-    steps = args.steps or [(50 if args.quick else 100) if b <= 16 else (25 if args.quick else 25)
+    steps = args.steps or [(30 if args.quick else 60) if b <= 16 else (10 if args.quick else 20)
                            for b in args.batches]
     if len(steps) != len(args.batches):
         p.error("--steps needs one value per --batches value")
