@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("bare", "runner", "lightning")
+EXTRA_VARIANTS = ("bare_wandb",)  # --variants bare bare_wandb runner lightning: W&B's own share
 IMAGE_SIZE, WIDTH, VAL_BATCHES = 64, 16, 2
 
 
@@ -112,8 +113,9 @@ class MemoryDataset:
 
 
 class TimedLoader:
-    """Wraps a DataLoader; records the time of every request for a batch. The request for batch k+1
-    comes when the loop body of step k (logging included) is done, so consecutive marks bound a step."""
+    """Wraps a DataLoader; records the time (wall clock, and this thread's CPU time) of every request
+    for a batch. The request for batch k+1 comes when the loop body of step k (logging included) is
+    done, so consecutive marks bound a step."""
 
     def __init__(self, loader, marks: list[list[float]]):
         self.loader, self.marks = loader, marks
@@ -131,7 +133,7 @@ class TimedLoader:
         self.marks.append(epoch)
         it = iter(self.loader)
         while True:
-            epoch.append(_t.perf_counter())
+            epoch.append((_t.perf_counter(), _t.thread_time()))
             try:
                 batch = next(it)
             except StopIteration:
@@ -151,7 +153,9 @@ def worker_common(args):
     return cfg, train_ds, val_ds
 
 
-def run_bare(args) -> dict:
+def run_bare(args, with_wandb: bool = False) -> dict:
+    """The hand-written loop; with_wandb adds only a W&B offline run (runner.tracking.Tracker) that
+    gets the mean loss every log_every steps: the cost of having W&B in the process at all."""
     import torch
 
     from runner.build import make_optimizer, seed_everything
@@ -169,6 +173,13 @@ def run_bare(args) -> dict:
                                                        drop_last=True), marks)
     val_dl = torch.utils.data.DataLoader(val_ds, batch_size=args.batch)
     params = [p for p in model.parameters() if p.requires_grad]
+    tracker = None
+    if with_wandb:
+        from runner.tracking import Tracker
+
+        run_dir = Path(args.out_dir) / "bare-wandb"
+        tracker = Tracker(cfg.wandb, run_dir, "barewandb", {})
+        loss_sum = torch.zeros(())
     step = 0
     t0 = time.perf_counter()
     for _epoch in range(args.epochs):
@@ -182,10 +193,17 @@ def run_bare(args) -> dict:
             torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
             optimizer.step()
             step += 1
+            if tracker is not None:
+                loss_sum += loss.detach()
+                if step % cfg.train.log_every == 0:
+                    tracker.log({"train/loss": float(loss_sum) / cfg.train.log_every}, step=step)
+                    loss_sum.zero_()
         model.eval()
         with torch.no_grad():
             total = sum(criterion(model(b["image"]), b)["loss"] * len(b["image"]) for b in val_dl)
         val_loss = float(total) / len(val_ds)  # the one host read of the epoch
+    if tracker is not None:
+        tracker.finish()
     return {"marks": marks, "fit_seconds": time.perf_counter() - t0, "val_loss": val_loss}
 
 
@@ -313,11 +331,11 @@ def run_lightning(args) -> dict:
             marks.append([])
 
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            marks[-1].append(time.perf_counter())
+            marks[-1].append((time.perf_counter(), time.thread_time()))
 
         def on_validation_start(self, trainer, module):
             if not trainer.sanity_checking and marks:
-                marks[-1].append(time.perf_counter())
+                marks[-1].append((time.perf_counter(), time.thread_time()))
 
     module = Module()
     logger = WandbLogger(project="runner-bench", save_dir=args.out_dir, log_model="all")
@@ -330,31 +348,43 @@ def run_lightning(args) -> dict:
     t0 = time.perf_counter()
     trainer.fit(module, train_dl, val_dl)
     fit_seconds = time.perf_counter() - t0
-    import wandb
-
-    wandb.finish()
+    logger.experiment.finish()
     return {"marks": marks, "fit_seconds": fit_seconds,
             "val_loss": float(trainer.callback_metrics.get("val/loss", float("nan")))}
 
 
 def worker(args) -> None:
     t0 = time.perf_counter()
-    result = {"bare": run_bare, "runner": run_runner, "lightning": run_lightning}[args.worker](args)
+    result = {"bare": run_bare, "runner": run_runner, "lightning": run_lightning,
+              "bare_wandb": lambda a: run_bare(a, with_wandb=True)}[args.worker](args)
     result["main_seconds"] = time.perf_counter() - t0
     Path(args.result).write_text(json.dumps(result))
 
 
 # ---------------------------------------------------------------------------- the parent
-def step_figures(marks: list[list[float]]) -> tuple[float, float, int]:
-    """(median step seconds, mean loop seconds per step, steps) from per-epoch marks."""
-    diffs = [b - a for epoch in marks for a, b in zip(epoch, epoch[1:])]
-    spans = sum(epoch[-1] - epoch[0] for epoch in marks if len(epoch) > 1)
-    return statistics.median(diffs), spans / len(diffs), len(diffs)
+def step_figures(marks: list[list[list[float]]]) -> dict:
+    """Per-step figures from per-epoch (wall, thread CPU) marks: median step and mean loop time per
+    step, in wall-clock seconds and in CPU seconds of the training thread."""
+    out = {}
+    for i, name in ((0, ""), (1, "cpu_")):
+        diffs = [b[i] - a[i] for epoch in marks for a, b in zip(epoch, epoch[1:])]
+        spans = sum(epoch[-1][i] - epoch[0][i] for epoch in marks if len(epoch) > 1)
+        out[name + "step_median"], out[name + "loop_mean"], out["steps_timed"] = \
+            statistics.median(diffs), spans / len(diffs), len(diffs)
+    return out
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's waited-for children and their descendants."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def run_round(args, data_path: Path, batch: int, steps: int, tmp: Path, log) -> dict:
     out = {}
-    for variant in VARIANTS:
+    for variant in args.variants:
         res_path = tmp / f"{variant}-{batch}.json"
         run_dir = tmp / f"runs-{variant}-{batch}"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--batch", str(batch),
@@ -364,28 +394,28 @@ def run_round(args, data_path: Path, batch: int, steps: int, tmp: Path, log) -> 
             cmd += ["--log-every", str(args.log_every)]
         env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1",
                "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), children_cpu()
         proc = subprocess.run(cmd, env=env, cwd=str(tmp), capture_output=True, text=True)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, children_cpu() - c0
         if proc.returncode != 0:
             log(proc.stdout[-3000:] + proc.stderr[-3000:])
             raise SystemExit(f"overhead: the {variant} process at batch {batch} failed (exit {proc.returncode})")
         res = json.loads(res_path.read_text())
-        med, mean, n = step_figures(res["marks"])
-        out[variant] = {"step_median": med, "loop_mean": mean, "steps_timed": n, "wall": wall,
+        out[variant] = {**step_figures(res["marks"]), "wall": wall, "process_cpu": cpu,
                         "fit_seconds": res["fit_seconds"], "val_loss": res.get("val_loss"),
                         "extra": {k: res[k] for k in ("logged_keys", "log_steps", "callbacks") if k in res}}
     return out
 
 
-def summarize(rounds: list[dict], batch: int) -> dict:
+def summarize(rounds: list[dict], batch: int, variants: list[str]) -> dict:
     rs = [r[batch] for r in rounds]
     s: dict = {}
-    for v in VARIANTS:
-        s[v] = {key: quantiles([r[v][key] for r in rs]) for key in ("step_median", "loop_mean", "wall", "fit_seconds")}
-    for v in ("runner", "lightning"):
+    for v in variants:
+        s[v] = {key: quantiles([r[v][key] for r in rs]) for key in
+                ("step_median", "loop_mean", "cpu_step_median", "wall", "process_cpu", "fit_seconds")}
+    for v in variants[1:]:
         s[f"{v}/bare"] = {key: quantiles([r[v][key] / r["bare"][key] for r in rs])
-                         for key in ("step_median", "loop_mean", "wall")}
+                         for key in ("step_median", "loop_mean", "cpu_step_median", "wall", "process_cpu")}
     return s
 
 
@@ -395,22 +425,28 @@ def fmt_q(q, scale=1.0, digits=1) -> str:
 
 
 def tables(summaries: dict, args, loads: list[str], header: str) -> str:
+    variants = args.variants
     lines = [header, "",
              "Per variant: median over rounds (interquartile range in brackets).", "",
-             "| batch | variant | step time, median (ms) | loop time per step, mean (ms) | process wall (s) | fit (s) |",
-             "|---:|---|---:|---:|---:|---:|"]
+             "| batch | variant | step time, median (ms) | loop time per step, mean (ms) | "
+             "step CPU of the training thread, median (ms) | process wall (s) | process CPU (s) | fit (s) |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for batch, s in summaries.items():
-        for v in VARIANTS:
+        for v in variants:
             lines.append(f"| {batch} | {v} | {fmt_q(s[v]['step_median'], 1e3)} | {fmt_q(s[v]['loop_mean'], 1e3)} | "
-                         f"{fmt_q(s[v]['wall'], 1, 2)} | {fmt_q(s[v]['fit_seconds'], 1, 2)} |")
+                         f"{fmt_q(s[v]['cpu_step_median'], 1e3)} | {fmt_q(s[v]['wall'], 1, 2)} | "
+                         f"{fmt_q(s[v]['process_cpu'], 1, 2)} | {fmt_q(s[v]['fit_seconds'], 1, 2)} |")
     lines += ["", "Ratios to bare, computed pair by pair within each round: median over rounds (IQR).", "",
-              "| batch | ratio | step time (median) | loop time per step (mean) | process wall |",
-              "|---:|---|---:|---:|---:|"]
+              "| batch | ratio | step time (median) | loop time per step (mean) | step CPU (median) | "
+              "process wall | process CPU |", "|---:|---|---:|---:|---:|---:|---:|"]
     for batch, s in summaries.items():
-        for v in ("runner", "lightning"):
+        for v in variants[1:]:
             r = s[f"{v}/bare"]
             lines.append(f"| {batch} | {v}/bare | {fmt_q(r['step_median'], 1, 3)} | {fmt_q(r['loop_mean'], 1, 3)} | "
-                         f"{fmt_q(r['wall'], 1, 2)} |")
+                         f"{fmt_q(r['cpu_step_median'], 1, 3)} | {fmt_q(r['wall'], 1, 2)} | {fmt_q(r['process_cpu'], 1, 2)} |")
+    lines += ["", "Step CPU is the CPU time of the training thread between step ends (time.thread_time): "
+              "what the loop itself costs, whatever else the machine runs. Process CPU is the CPU time of "
+              "the whole process and its children (the W&B service included), from getrusage."]
     lines += ["", "Machine load during the rounds:", ""] + [f"- {x}" for x in loads]
     return "\n".join(lines)
 
@@ -593,12 +629,17 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, help="write every round's figures here")
     p.add_argument("--markdown", type=Path, help="write the tables here")
     # worker mode (one variant in this process)
-    p.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    p.add_argument("--variants", nargs="+", choices=VARIANTS + EXTRA_VARIANTS, default=list(VARIANTS),
+                   help="run in this order each round (bare first: ratios are to it); bare_wandb = bare loop + a "
+                        "W&B offline run logging the loss each interval")
+    p.add_argument("--worker", choices=VARIANTS + EXTRA_VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--out-dir", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.variants[0] != "bare":
+        p.error("--variants must start with bare (the ratios are to it)")
     if args.worker:
         args.steps = args.steps[0]
         worker(args)
@@ -631,18 +672,19 @@ def main(argv=None) -> int:
             for batch, n_steps in zip(args.batches, steps):
                 rnd[batch] = run_round(args, data_path, batch, n_steps, tmp, log)
                 parts = ", ".join(f"{v} {rnd[batch][v]['step_median'] * 1e3:.1f} ms/step "
-                                  f"({rnd[batch][v]['wall']:.1f} s)" for v in VARIANTS)
-                log(f"round {r + 1}/{args.rounds} batch {batch}: {parts}; "
-                    f"runner/bare {rnd[batch]['runner']['step_median'] / rnd[batch]['bare']['step_median']:.3f}, "
-                    f"lightning/bare {rnd[batch]['lightning']['step_median'] / rnd[batch]['bare']['step_median']:.3f}")
+                                  f"({rnd[batch][v]['wall']:.1f} s)" for v in args.variants)
+                ratios = ", ".join(f"{v}/bare {rnd[batch][v]['step_median'] / rnd[batch]['bare']['step_median']:.3f}"
+                                   f" (CPU {rnd[batch][v]['cpu_step_median'] / rnd[batch]['bare']['cpu_step_median']:.3f})"
+                                   for v in args.variants[1:])
+                log(f"round {r + 1}/{args.rounds} batch {batch}: {parts}; {ratios}")
             loads.append(f"round {r + 1}: {load_text()}")
             log(loads[-1])
             rounds.append(rnd)
-        if rounds:
+        if rounds and "runner" in args.variants:
             extra = rounds[0][args.batches[0]]["runner"]["extra"]
             log(f"runner logged at steps {extra.get('log_steps')}: {len(extra.get('logged_keys', []))} keys "
                 f"{extra.get('logged_keys')}")
-        summaries = {b: summarize(rounds, b) for b in args.batches}
+        summaries = {b: summarize(rounds, b, args.variants) for b in args.batches}
         header = (f"## Runner overhead: `python bench/overhead.py{' --quick' if args.quick else ''}`\n\n"
                   f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(t_start))}, CPU ({os.cpu_count()} cores, shared), "
                   f"torch {torch.__version__}, 1 thread; PointerNet width {WIDTH}, {IMAGE_SIZE} px; "
