@@ -67,17 +67,19 @@ def presets(task: str) -> list[tuple[str, object, str]]:
         if key in seen:
             continue
         seen.add(key)
-        kind = "seed" if "seed" in path.stem or path.name in SEED_PRESETS else "default"
+        kind = ("control" if "broken" in path.stem else
+                "seed" if "seed" in path.stem or path.name in SEED_PRESETS else "default")
         out.append((f"configs/{path.name}", cfg, kind))
     defaults = build_config({"task": task})
     if data_key(defaults) not in seen:
-        out.append((f"{task} defaults (no config file)", defaults, "seed"))
+        out.append((f"{task} defaults (no config file)", defaults, "task defaults"))
     return out
 
 
 def describe(cfg) -> str:
     d = to_dict(cfg)["data"]
-    size = {k: d[k] for k in ("image_size", "grid", "height", "width", "piece_size") if k in d}
+    size = {k: d[k] for k in ("image_size", "image_height", "image_width", "puzzle_height", "puzzle_width",
+                              "piece_size", "grid") if k in d}
     return ", ".join(f"{k} {v}" for k, v in size.items()) + f", batch {cfg.train.batch_size}"
 
 
@@ -108,8 +110,11 @@ def loader_rate(cfg, ds, workers: int, seconds: float, max_batches: int) -> tupl
     return rate, n
 
 
-def data_step_fraction(cfg, intervals: int = 2) -> dict:
-    """train/data_time and train/step_time as the Trainer logs them over `intervals` log intervals."""
+def data_step_fraction(cfg, intervals: int = 2, workers: int | None = None) -> dict:
+    """train/data_time and train/step_time as the Trainer logs them over `intervals` log intervals,
+    with the preset's num_workers or `workers`."""
+    if workers is not None:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_workers": workers})})
     seed_everything(cfg.seed)
     task = build_task(cfg)
     train_ds, val_ds = task.dataset("train"), task.dataset("val")
@@ -147,11 +152,15 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer samples; workers 0 and 1 only")
     p.add_argument("--workers", type=int, nargs="+", default=None, help="default: 0 1 2")
     p.add_argument("--no-fraction", action="store_true", help="skip the training runs (data/step)")
+    p.add_argument("--fraction-workers", type=int, nargs="*", default=None,
+                   help="also measure data/step with these num_workers (default: 1 2; quick: 1)")
     p.add_argument("--markdown", type=Path, help="write the tables here")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     workers = args.workers or ([0, 1] if args.quick else [0, 1, 2])
+    if args.fraction_workers is None:
+        args.fraction_workers = [1] if args.quick else [1, 2]
     seconds = 1.5 if args.quick else 4.0
     tasks = args.tasks or available()
     t_start = time.time()
@@ -175,12 +184,14 @@ def main(argv=None) -> int:
                   + ", ".join(f"{w} workers {r:.1f}/s" for w, (r, _) in row["loaders"].items())
                   + f"; {load_text()}", flush=True)
             if kind == "default" and not args.no_fraction:
-                f = data_step_fraction(cfg)
-                f.update(task=task, preset=label, workers=cfg.train.num_workers, batch=cfg.train.batch_size)
-                frac_rows.append(f)
-                print(f"{'':<10} data/step over {f['steps']} steps (num_workers {cfg.train.num_workers}): "
-                      f"{f['fraction_all']:.2%} (after the first interval {f['fraction_after_first']:.2%}); "
-                      f"step {f['step_ms']:.1f} ms, data {f['data_ms']:.2f} ms per step", flush=True)
+                for w in sorted({cfg.train.num_workers, *args.fraction_workers}):
+                    f = data_step_fraction(cfg, workers=w)
+                    f.update(task=task, preset=label, workers=w, batch=cfg.train.batch_size,
+                             own=w == cfg.train.num_workers)
+                    frac_rows.append(f)
+                    print(f"{'':<10} data/step over {f['steps']} steps (num_workers {w}): "
+                          f"{f['fraction_all']:.2%} (after the first interval {f['fraction_after_first']:.2%}); "
+                          f"step {f['step_ms']:.1f} ms, data {f['data_ms']:.2f} ms per step", flush=True)
 
     lines = [f"## Data throughput: `python bench/data_throughput.py{' --quick' if args.quick else ''}`", "",
              f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(t_start))}, CPU ({os.cpu_count()} cores, shared with "
@@ -198,14 +209,14 @@ def main(argv=None) -> int:
                      + " | ".join(f"{r['loaders'][w][0]:.1f}" for w in workers) + f" | {per:.1f} |")
     if frac_rows:
         lines += ["", "Data time as a fraction of step time, default presets, as logged by the Trainer "
-                  "(`train/data_time` / `train/step_time`, summed over the intervals; the preset's own num_workers). "
-                  "Goal: < 5%.", "",
+                  "(`train/data_time` / `train/step_time`, summed over the intervals), with the preset's own "
+                  "num_workers (marked *) and with more workers. Goal: < 5%.", "",
                   "| task | preset | batch | num_workers | steps | step (ms) | data (ms/step) | data/step, all | "
                   "data/step, after the first interval | goal < 5% |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         for f in frac_rows:
             ok = "met" if f["fraction_after_first"] < 0.05 else "**missed**"
-            lines.append(f"| {f['task']} | {f['preset']} | {f['batch']} | {f['workers']} | {f['steps']} | "
-                         f"{f['step_ms']:.1f} | {f['data_ms']:.2f} | {f['fraction_all']:.2%} | "
+            lines.append(f"| {f['task']} | {f['preset']} | {f['batch']} | {f['workers']}{'*' if f['own'] else ''} | "
+                         f"{f['steps']} | {f['step_ms']:.1f} | {f['data_ms']:.2f} | {f['fraction_all']:.2%} | "
                          f"{f['fraction_after_first']:.2%} | {ok} |")
     text = "\n".join(lines)
     print("\n" + text)
