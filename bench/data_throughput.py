@@ -193,7 +193,7 @@ def main(argv=None) -> int:
                           f"{f['fraction_all']:.2%} (after the first interval {f['fraction_after_first']:.2%}); "
                           f"step {f['step_ms']:.1f} ms, data {f['data_ms']:.2f} ms per step", flush=True)
 
-    lines = [f"## Data throughput: `python bench/data_throughput.py{' --quick' if args.quick else ''}`", "",
+    lines = [f"## Data throughput: `python bench/data_throughput.py {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
              f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(t_start))}, CPU ({os.cpu_count()} cores, shared with "
              f"other work), torch {torch.__version__}, 1 thread per process; {load_text()} at the end; "
              f"{time.time() - t_start:.0f} s.", "",

@@ -685,7 +685,7 @@ def main(argv=None) -> int:
             log(f"runner logged at steps {extra.get('log_steps')}: {len(extra.get('logged_keys', []))} keys "
                 f"{extra.get('logged_keys')}")
         summaries = {b: summarize(rounds, b, args.variants) for b in args.batches}
-        header = (f"## Runner overhead: `python bench/overhead.py{' --quick' if args.quick else ''}`\n\n"
+        header = (f"## Runner overhead: `python bench/overhead.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n\n"
                   f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(t_start))}, CPU ({os.cpu_count()} cores, shared), "
                   f"torch {torch.__version__}, 1 thread; PointerNet width {WIDTH}, {IMAGE_SIZE} px; "
                   f"{args.rounds} rounds x {args.epochs} epochs x {dict(zip(args.batches, steps))} steps (batch: steps); "

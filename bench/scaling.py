@@ -222,8 +222,7 @@ def main(argv=None) -> int:
     import torch
 
     dev = rows[0].get("gpu") if rows and rows[0].get("gpu") else f"CPU ({os.cpu_count()} cores, shared), 1 thread"
-    lines = [f"## Scaling: `python bench/scaling.py{' --quick' if args.quick else ''}"
-             f"{' --device cuda' if args.device == 'cuda' else ''}`", "",
+    lines = [f"## Scaling: `python bench/scaling.py {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
              f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(t_start))}, {dev}, torch {torch.__version__}; "
              f"{time.time() - t_start:.0f} s. Each task's default preset (model width as in the preset) with its "
              f"size scaled, batch min(preset, {args.max_batch}); step time from `train/step_time`; peak memory = "
