@@ -145,7 +145,10 @@ class Trainer:
         self.batches_per_epoch = min(n_batches, max_train_iters) if max_train_iters else n_batches
         self._consec = torch.zeros((), device=device)  # consecutive non-finite steps, on device
         self._max_consec = torch.zeros((), device=device)
-        self._first_bad = torch.full((), -1.0, device=device)  # index of the first non-finite term
+        self._seen_bad = torch.zeros((), dtype=torch.bool, device=device)  # any non-finite step yet
+        self._first_finite: torch.Tensor | None = None  # which terms were finite at the first such step
+        self._scalar_terms = True
+        self._norm_plans: dict[tuple[bool, ...], tuple | None] = {}  # gradient-norm plan per grad pattern
         self._n_bad = torch.zeros((), device=device)  # non-finite (skipped) steps in this process
         self._term_names: list[str] = []
 
@@ -175,15 +178,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms["loss"]).backward()
         self.scaler.unscale_(self.optimizer)
-        norms = {}
-        for head, ps in self.heads.items():
-            grads = [p.grad for p in ps if p.grad is not None]
-            if grads:
-                norms[f"grad/{head}"] = torch.linalg.vector_norm(
-                    torch.stack(torch._foreach_norm(grads)).float())
-        max_norm = self.grad_clip if self.grad_clip > 0 else float("inf")
-        total = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
-        norms["grad/total"] = total
+        norms, total = self._grad_norms_and_clip()
         bad = ~torch.isfinite(total)
         self._track_nonfinite(bad, terms)
         if not self.scaler.is_enabled():
@@ -192,18 +187,89 @@ class Trainer:
         self.scaler.update()
         return terms, norms, outputs
 
+    def _grad_norms_and_clip(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """grad/<head> and grad/total (the pre-clip norm), then clip to grad_clip.
+
+        One _foreach_norm over every gradient gives the per-parameter norms; heads are sums of
+        their squares (a matmul with a fixed 0/1 matrix), the total is the same vector_norm that
+        clip_grad_norm_ computes, and clip_grads_with_norm_ scales by it: no second pass over the
+        gradients, a handful of operations whatever the number of heads.
+        """
+        max_norm = self.grad_clip if self.grad_clip > 0 else float("inf")
+        with_grad = tuple(p.grad is not None for p in self.params)
+        if with_grad not in self._norm_plans:
+            self._norm_plans[with_grad] = self._norm_plan(with_grad)
+        plan = self._norm_plans[with_grad]
+        if plan is None:  # gradients on several devices or of several dtypes: the general path
+            norms = {}
+            for head, ps in self.heads.items():
+                hg = [p.grad for p in ps if p.grad is not None]
+                if hg:
+                    norms[f"grad/{head}"] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(hg)).float())
+            total = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+            norms["grad/total"] = total
+            return norms, total
+        names, heads_of = plan
+        params = [p for p in self.params if p.grad is not None]
+        if not params:
+            total = torch.zeros((), device=self.device)
+            return {"grad/total": total}, total
+        per_param = torch.stack(torch._foreach_norm([p.grad for p in params]))
+        total = torch.linalg.vector_norm(per_param)
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+        norms = dict(zip(names, (heads_of @ per_param.float().square()).sqrt().unbind())) if names else {}
+        norms["grad/total"] = total
+        return norms, total
+
+    def _norm_plan(self, with_grad: tuple[bool, ...]) -> tuple[list[str], torch.Tensor] | None:
+        """(grad/<head> names, [heads, parameters with a gradient] 0/1 matrix); None if the gradients
+        are not all on one device with one dtype."""
+        params = [p for p, g in zip(self.params, with_grad) if g]
+        if len({(p.device, p.dtype) for p in params}) > 1:
+            return None
+        index = {id(p): i for i, p in enumerate(params)}
+        names, rows = [], []
+        for head, ps in self.heads.items():
+            cols = [index[id(p)] for p in ps if id(p) in index]
+            if cols:
+                row = torch.zeros(len(params))
+                row[cols] = 1.0
+                names.append(f"grad/{head}")
+                rows.append(row)
+        device = params[0].device if params else self.device
+        return names, (torch.stack(rows) if rows else torch.zeros(0, len(params))).to(device)
+
     def _track_nonfinite(self, bad: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        """On the device: consecutive/maximum/total non-finite steps, and the loss terms of the first
+        non-finite step (which term went first is worked out at the log interval, see _first_bad)."""
         if not self._term_names:
             self._term_names = [k for k in terms if k == "loss" or "/" not in k]
-        finite = torch.stack([torch.isfinite(terms[k].detach()).all() for k in self._term_names])
-        # first term that was non-finite (skipping the total); len(...) means only the gradient was
-        idx = torch.where(finite[1:].all(), torch.tensor(float(len(self._term_names)), device=bad.device),
-                          (~finite[1:]).float().argmax().float() + 1) if len(finite) > 1 else \
-            torch.tensor(float(len(self._term_names)), device=bad.device)
-        self._first_bad = torch.where((self._first_bad < 0) & bad, idx, self._first_bad)
+            self._scalar_terms = all(terms[k].dim() == 0 for k in self._term_names)
+            self._first_finite = torch.ones(len(self._term_names), dtype=torch.bool, device=bad.device)
+        if self._scalar_terms:
+            finite = torch.isfinite(torch.stack([terms[k].detach() for k in self._term_names]))
+        else:
+            finite = torch.stack([torch.isfinite(terms[k].detach()).all() for k in self._term_names])
+        take = bad & ~self._seen_bad  # the first non-finite step
+        self._first_finite = torch.where(take, finite, self._first_finite)
+        self._seen_bad = self._seen_bad | bad
         self._consec = (self._consec + 1) * bad
         self._max_consec = torch.maximum(self._max_consec, self._consec)
         self._n_bad += bad
+
+    def _first_bad(self) -> torch.Tensor:
+        """Index into _term_names + ["gradient"] of the first non-finite value (the first non-finite
+        term other than the total at the first non-finite step; only the gradient if none); -1 if none."""
+        finite = self._first_finite
+        if finite is None:
+            return torch.tensor(-1.0, device=self.device)
+        n = len(self._term_names)
+        if n > 1:
+            idx = torch.where(finite[1:].all(), torch.tensor(float(n), device=finite.device),
+                              (~finite[1:]).float().argmax().float() + 1)
+        else:
+            idx = torch.tensor(float(n), device=self._seen_bad.device)
+        return torch.where(self._seen_bad, idx, torch.tensor(-1.0, device=idx.device))
 
     # ------------------------------------------------------------------ loops
     def fit(self) -> RunState:
@@ -283,9 +349,8 @@ class Trainer:
             with torch.no_grad():
                 # terms named "loss/..." (e.g. loss/sigma_reg of learnable weights) are logged verbatim
                 meter.update_means({(k if k.startswith("loss/") else "train/" + k): v for k, v in terms.items()}, n)
-                epoch_meter.update("loss", terms["loss"].detach().float() * n, n)
-                for k, v in norms.items():
-                    meter.update(k, v, 1)
+                epoch_meter.update_means({"loss": terms["loss"]}, n)
+                meter.update_means(norms, 1)
                 stats.update(self.task.monitor_view(outputs, batch))
             samples += n
             interval_samples += n
@@ -297,7 +362,7 @@ class Trainer:
             if st.step % self.log_every == 0:
                 stop = torch.tensor(float(self.interrupt_reason is not None), device=self.device)
                 values = self._read(meter, stats, extra={"_max_consec": self._max_consec, "_stop": stop,
-                                                         "_first_bad": self._first_bad, "_n_bad": self._n_bad})
+                                                         "_first_bad": self._first_bad(), "_n_bad": self._n_bad})
                 if values.pop("_stop") and not self.interrupt_reason:
                     self.interrupt_reason = "SIGTERM on another rank"
                 self._check_nonfinite(values)

@@ -24,68 +24,65 @@ class CollapseStats:
         self.reset()
 
     def reset(self) -> None:
-        self.n = None  # rows seen
-        self.s1 = self.s2 = self.t1 = self.t2 = None
-        self.vmin = self.vmax = None
-        self.rates: dict[str, list[Tensor]] = {}
+        self.moments: Tensor | None = None  # [rows, sum pred (D), sum target (D), sum pred^2 (D), sum target^2 (D)]
+        self.dim = 0  # D
+        self.extremes: Tensor | None = None  # [min pred, -max pred]
+        self.rates: dict[str, list] = {}  # name -> [sums (prob, prob > threshold, target) [3], max prob, count]
 
     @torch.no_grad()
     def update(self, view: MonitorView) -> None:
+        # a handful of tensor operations per call: the statistics run every training step
         pred = view.pred.detach().float().flatten(1)
         target = view.target.detach().float().flatten(1)
+        b, d = pred.shape
         if view.mask is None:
-            w = torch.ones(pred.shape[0], 1, device=pred.device)
+            x = torch.cat([pred.new_ones(b, 1), pred, target], 1)
+            keep = None
         else:
             w = view.mask.detach().float().reshape(-1, 1)
-        rows = w.sum()
-        pred, target = pred * w, target * w  # masked rows add nothing to the sums
-        inf = torch.tensor(float("inf"), device=pred.device)
-        keep = w > 0
-        pmin = torch.where(keep, pred, inf).amin() if pred.numel() else inf
-        pmax = torch.where(keep, pred, -inf).amax() if pred.numel() else -inf
-        if self.n is None:
-            self.n = rows
-            self.s1, self.s2 = pred.sum(0), (pred * pred).sum(0)  # pred is already masked
-            self.t1, self.t2 = target.sum(0), (target * target).sum(0)
-            self.vmin, self.vmax = pmin, pmax
+            x = torch.cat([w, pred, target], 1) * w  # masked rows add nothing to the sums (w is 0/1)
+            keep = w > 0
+        # float64 sums: var = E[x^2] - E[x]^2 cancels catastrophically in float32 once a prediction
+        # has collapsed (std 1e-4 around a mean of 0.5 is below float32's resolution there)
+        x = x.to(torch.float32 if x.device.type == "mps" else torch.float64)
+        sq = x[:, 1:]
+        moments = torch.cat([x.sum(0), (sq * sq).sum(0)])
+        if pred.numel():
+            both = torch.cat([pred, -pred], 1)
+            if keep is not None:
+                both = torch.where(keep, both, float("inf"))
+            extremes = both.view(b, 2, d).amin((0, 2))
         else:
-            self.n = self.n + rows
-            self.s1 += pred.sum(0)
-            self.s2 += (pred * pred).sum(0)
-            self.t1 += target.sum(0)
-            self.t2 += (target * target).sum(0)
-            self.vmin = torch.minimum(self.vmin, pmin)
-            self.vmax = torch.maximum(self.vmax, pmax)
+            extremes = torch.full((2,), float("inf"), device=pred.device)
+        if self.moments is None:
+            self.moments, self.extremes, self.dim = moments, extremes, d
+        else:
+            self.moments += moments
+            self.extremes = torch.minimum(self.extremes, extremes)
         for name, (prob, pos) in view.rates.items():
             prob = prob.detach().float()
-            pos = pos.detach().float()
-            cur = torch.stack([
-                prob.sum(), (prob > PROB_THRESHOLD).float().sum(), pos.sum(),
-                torch.tensor(float(prob.numel()), device=prob.device),
-                prob.max() if prob.numel() else torch.zeros((), device=prob.device),
-            ])
+            sums = torch.stack([prob.sum(), (prob > PROB_THRESHOLD).sum(), pos.detach().sum()]).float()
+            pmax = prob.max() if prob.numel() else torch.zeros((), device=prob.device)
             if name in self.rates:
                 acc = self.rates[name]
-                acc[0] = acc[0] + cur[:4]
-                acc[1] = torch.maximum(acc[1], cur[4])
+                acc[0] += sums
+                acc[1] = torch.maximum(acc[1], pmax)
+                acc[2] += prob.numel()
             else:
-                self.rates[name] = [cur[:4].clone(), cur[4].clone()]
+                self.rates[name] = [sums, pmax, float(prob.numel())]
 
     def all_reduce(self) -> None:
         """Combine DDP ranks in place: sums add, min/max reduce, so std is over the global batch."""
         import torch.distributed as dist
 
-        if self.n is not None:
-            sums = torch.cat([self.n.reshape(1), self.s1, self.s2, self.t1, self.t2])
-            dist.all_reduce(sums)
-            d = self.s1.numel()
-            self.n, self.s1, self.s2 = sums[0], sums[1:1 + d], sums[1 + d:1 + 2 * d]
-            self.t1, self.t2 = sums[1 + 2 * d:1 + 3 * d], sums[1 + 3 * d:]
-            dist.all_reduce(self.vmin, op=dist.ReduceOp.MIN)
-            dist.all_reduce(self.vmax, op=dist.ReduceOp.MAX)
+        if self.moments is not None:
+            dist.all_reduce(self.moments)
+            dist.all_reduce(self.extremes, op=dist.ReduceOp.MIN)
         for name in sorted(self.rates):
             acc = self.rates[name]
-            dist.all_reduce(acc[0])
+            flat = torch.cat([acc[0], torch.as_tensor(acc[2], dtype=acc[0].dtype, device=acc[0].device).reshape(1)])
+            dist.all_reduce(flat)
+            acc[0], acc[2] = flat[:3], flat[3]
             dist.all_reduce(acc[1], op=dist.ReduceOp.MAX)
 
     def tensors(self) -> dict[str, Tensor]:
@@ -94,21 +91,23 @@ class CollapseStats:
 
     def _tensors(self) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
-        if self.n is not None:
-            n = self.n.clamp_min(1)
-            mean = self.s1 / n
-            var = (self.s2 / n - mean * mean).clamp_min(0) * (n / (n - 1).clamp_min(1))
-            tmean = self.t1 / n
-            tvar = (self.t2 / n - tmean * tmean).clamp_min(0) * (n / (n - 1).clamp_min(1))
-            pstd, tstd = var.sqrt().mean(), tvar.sqrt().mean()
-            out["pred/mean"] = mean.mean()
+        if self.moments is not None:
+            d, m = self.dim, self.moments
+            n = m[0].clamp_min(1)
+            s1, t1, s2, t2 = m[1:1 + d], m[1 + d:1 + 2 * d], m[1 + 2 * d:1 + 3 * d], m[1 + 3 * d:]
+            mean = s1 / n
+            var = (s2 / n - mean * mean).clamp_min(0) * (n / (n - 1).clamp_min(1))
+            tmean = t1 / n
+            tvar = (t2 / n - tmean * tmean).clamp_min(0) * (n / (n - 1).clamp_min(1))
+            pstd, tstd = var.sqrt().mean().float(), tvar.sqrt().mean().float()
+            out["pred/mean"] = mean.mean().float()
             out["pred/std"] = pstd
-            out["pred/min"] = self.vmin
-            out["pred/max"] = self.vmax
+            out["pred/min"] = self.extremes[0]
+            out["pred/max"] = -self.extremes[1]
             out["gt/std"] = tstd
             out["pred/std_ratio"] = pstd / tstd.clamp_min(1e-12)
-        for name, (sums, pmax) in self.rates.items():
-            total = sums[3].clamp_min(1)
+        for name, (sums, pmax, count) in self.rates.items():
+            total = torch.as_tensor(count, dtype=sums.dtype, device=sums.device).clamp_min(1)
             out[f"pred/{name}_mean"] = sums[0] / total
             out[f"pred/{name}_rate"] = sums[1] / total
             out[f"target/{name}_rate"] = sums[2] / total

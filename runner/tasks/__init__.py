@@ -1,7 +1,7 @@
 """Task registry: name -> Task class, imported lazily. An unknown name lists the valid ones."""
 from __future__ import annotations
 
-import importlib
+import importlib.util
 
 from runner.errors import UserError
 
