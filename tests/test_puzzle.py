@@ -31,7 +31,7 @@ CONFIG = ROOT / "configs" / "puzzle.yaml"
 SEED_W, SEED_H = 0.026, 0.04
 
 
-def tiny_task(tmp_path=None, **overrides):
+def tiny_task(**overrides):
     base = {"data.train_size": 64, "data.val_size": 16, "model.width": 8, "model.embed": 8}
     cfg = load_config(CONFIG, {**base, **overrides})
     return build_task(cfg)
