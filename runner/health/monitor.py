@@ -99,6 +99,9 @@ class HealthMonitor(Callback):
     def on_fit_end(self, trainer):
         self.publish(final=True)
 
+    def on_interrupt(self, trainer, reason):
+        self.publish(final=True)
+
     def on_exception(self, trainer, exc):
         try:
             grads = self.rules.by_name("gradients")
