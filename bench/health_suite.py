@@ -59,6 +59,8 @@ OCC = {"data.train_size": 512, "data.val_size": 64, "train.log_every": 8, "train
        "early_stop.enabled": False}
 LANES = {"data.train_size": 1024, "data.val_size": 128, "train.epochs": 5, "train.batch_size": 16,
          "viz.n_samples": 0, "early_stop.enabled": False}
+PUZZLE = {"data.train_size": 1024, "data.val_size": 128, "train.epochs": 5, "viz.n_samples": 0,
+          "early_stop.enabled": False}
 SEQ_TINY_TRAIN = {**SEQ, "data.train_size": 8, "train.batch_size": 4, "train.epochs": 60, "optim.schedule": "constant",
                   "optim.weight_decay": 0.0, "optim.warmup_steps": 10, "data.val_size": 128, "model.width": 48,
                   "loss.kind": "mse"}
@@ -207,6 +209,16 @@ SCENARIOS: list[Scenario] = [
              "the seed's learnable uncertainty weights (configs/lanes_seed_broken.yaml, lr 2e-2): the "
              "smoothness weight runs away and the existence term is switched off (seed 000)",
              LANES, "loss_weighting", ("loss_weighting",), oracle_weighting, config="configs/lanes_seed_broken.yaml"),
+    Scenario("puzzle_giou", "puzzle", "failure",
+             "the seed's GIoU-only loss on x1y1x2y2 through a sigmoid head (loss.kind=giou, model.head=regress, "
+             "model.box_format=xyxy): seed 002, position loss stuck at 1.000",
+             {**PUZZLE, "loss.kind": "giou", "model.head": "regress", "model.box_format": "xyxy"}, "stuck_loss",
+             ("stuck_loss",), oracle_stuck),
+    Scenario("puzzle_hot_sigmoid", "puzzle", "failure",
+             "a too-high learning rate for a sigmoid box head (model.head=regress, box_format=xyxy, lr 5e-2): "
+             "seed 002, every input gets the same corner box",
+             {**PUZZLE, "model.head": "regress", "model.box_format": "xyxy", "optim.lr": 5e-2}, "collapse",
+             ("collapse",), oracle_collapse),
     Scenario("occ_pos_weight", "occupancy", "failure",
              "weighted BCE on 0.83% occupied voxels with a mis-set positive weight (loss.kind=weighted_bce, "
              "pos_weight=0.01): seed 004, probabilities sink and no voxel reaches 0.5",
@@ -237,6 +249,13 @@ SCENARIOS: list[Scenario] = [
              "a converging uncertainty-weighted loss that goes negative: the seed's loss at lr 5e-3, every "
              "term falling (only a note is expected)",
              {**LANES, "optim.lr": 5e-3}, config="configs/lanes_seed_broken.yaml"),
+    Scenario("healthy_lanes_low_variance", "lanes", "healthy",
+             "targets that vary little: all four lanes present, nearly straight, lane width and horizon "
+             "almost fixed (lane_prob 1, curvature 0.02, lane_width [0.27, 0.29], horizon [0.37, 0.38])",
+             {**LANES, "data.lane_prob": 1.0, "data.min_lanes": 4, "data.curvature": 0.02,
+              "data.lane_width": "[0.27, 0.29]", "data.horizon": "[0.37, 0.38]"}),
+    Scenario("healthy_puzzle", "puzzle", "healthy", "CIoU + SmoothL1 on a center+size heatmap head (the fix)",
+             PUZZLE),
     Scenario("healthy_occupancy", "occupancy", "healthy", "focal + dice + mean matching on 0.83% occupancy", OCC),
     Scenario("healthy_occupancy_bce", "occupancy", "healthy",
              "the seed's weighted BCE (pos_weight 10), which over-predicts but learns (docs/occupancy.md)",

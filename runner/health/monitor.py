@@ -43,7 +43,9 @@ def class_balance(task) -> dict[str, dict[str, float]]:
         except NotImplementedError:
             desc = {}
         for k, v in desc.items():
-            if k.endswith("_rate") and isinstance(v, (int, float)):
+            if isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):
+                v = sum(v) / len(v)  # e.g. a rate per lane slot
+            if k.endswith("_rate") and isinstance(v, (int, float)) and not isinstance(v, bool):
                 out.setdefault(k[: -len("_rate")], {})[split] = float(v)
     return out
 
@@ -97,6 +99,9 @@ class HealthMonitor(Callback):
         self._timed(t0, "epoch")
 
     def on_fit_end(self, trainer):
+        self.publish(final=True)
+
+    def on_interrupt(self, trainer, reason):
         self.publish(final=True)
 
     def on_exception(self, trainer, exc):
