@@ -30,6 +30,7 @@ SHRINK = {
     "sequence": {"data.image_size": 32, "model.width": 4},
     "occupancy": {"data.grid": [16, 16, 8], "model.width": 4},
     "lanes": {"data.image_height": 32, "data.image_width": 64, "model.width": 4, "model.hidden": 16},
+    "puzzle": {"data.puzzle_width": 64, "data.puzzle_height": 48, "model.width": 4},
 }
 
 
