@@ -309,6 +309,9 @@ def _logged_names(config_json: str) -> frozenset[str]:
         return view
 
     task.metrics, task.monitor_view = metrics, monitor_view
+    # the health monitor measures class balance over whole splits at start (seconds at seed size);
+    # it changes the monitor's judgement, not the names it logs
+    task.describe_data = lambda split: {}
     criterion.register_forward_hook(lambda module, args, out: names["terms"].update(out))
     callbacks = [EarlyStopping("epoch/val_loss", enabled=False)]
     if cfg.monitor.enabled:  # as runner.train: the health monitor adds health/* to what is logged
