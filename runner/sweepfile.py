@@ -28,6 +28,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,8 @@ def _logged_names(config_json: str) -> frozenset[str]:
     from runner.build import make_optimizer
     from runner.callbacks import Callback, EarlyStopping
     from runner.engine import Trainer
+    from runner.health.monitor import HealthMonitor
+    from runner.tracking import NullTracker
     from runner.health.stats import CollapseStats
     from runner.tasks import build_task
 
@@ -306,11 +309,18 @@ def _logged_names(config_json: str) -> frozenset[str]:
         return view
 
     task.metrics, task.monitor_view = metrics, monitor_view
+    # the health monitor measures class balance over whole splits at start (seconds at seed size);
+    # it changes the monitor's judgement, not the names it logs
+    task.describe_data = lambda split: {}
     criterion.register_forward_hook(lambda module, args, out: names["terms"].update(out))
+    callbacks = [EarlyStopping("epoch/val_loss", enabled=False)]
+    if cfg.monitor.enabled:  # as runner.train: the health monitor adds health/* to what is logged
+        callbacks.append(HealthMonitor(cfg.monitor, NullTracker(Path(tempfile.gettempdir()), "probe"),
+                                       val_dl.dataset, cfg.optim.warmup_steps, echo=lambda text: None))
     trainer = Trainer(task=task, model=model, criterion=criterion, optimizer=optimizer, lr_fn=lambda s: 0.0,
                       train_loader=train_dl, val_loader=val_dl, device=device, epochs=1, max_train_iters=1,
-                      max_val_iters=1, log_every=1, grad_clip=0.0, amp=False,
-                      callbacks=[EarlyStopping("epoch/val_loss", enabled=False), Record()], progress=False)
+                      max_val_iters=1, log_every=1, grad_clip=0.0, amp=False, callbacks=[*callbacks, Record()],
+                      progress=False)
     trainer.fit()
     seen.update("val/" + k for k in names["terms"] if not k.startswith("loss/"))
     seen.update("val/" + k for k in names["metrics"] | names["stats"])

@@ -30,6 +30,7 @@ SHRINK = {
     "sequence": {"data.image_size": 32, "model.width": 4},
     "occupancy": {"data.grid": [16, 16, 8], "model.width": 4},
     "lanes": {"data.image_height": 32, "data.image_width": 64, "model.width": 4, "model.hidden": 16},
+    "puzzle": {"data.puzzle_width": 64, "data.puzzle_height": 48, "model.width": 4},
 }
 
 
@@ -318,7 +319,8 @@ def test_offline_grid_sweep_runs_trials_and_writes_the_leaderboard(tmp_path):
     best = [float(r["val/pixel_error (min)"]) for r in ok]
     assert best == sorted(best)
     assert all("MPS" in r["note"] for r in failed)
-    assert all(r["health"] for r in rows)
+    assert {r["health"] for r in ok} <= {"healthy", "warning", "failed"}  # health/status of summary.json
+    assert {r["health"] for r in failed} == {"n/a"}  # crashed before the run directory existed
     winner = ok[0]
     assert f"winner: loss.threshold={winner['loss.threshold']}, train.device=cpu" in res.stdout
     run_dirs = [Path(r["run_dir"]) for r in ok]
