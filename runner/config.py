@@ -69,8 +69,26 @@ class VizConfig(Section):
 
 
 class MonitorConfig(Section):
+    """Health monitor rules (runner/health/detectors.py; docs/health.md explains each)."""
+
     enabled: bool = True
-    on_failure: Literal["warn", "stop"] = "warn"
+    on_failure: Literal["warn", "stop"] = "warn"  # stop: save a checkpoint marked with the failure, then stop
+    warmup_steps: Optional[int] = Field(None, ge=0)  # steps before step-level rules judge; None: optim.warmup_steps
+    patience: int = Field(3, gt=0)  # consecutive checks (log intervals) a step-level condition must hold
+    eval_patience: int = Field(3, gt=0)  # consecutive evaluations for rare-class and overfitting rules
+    clear_checks: int = Field(3, gt=0)  # clean checks that end an episode; the next episode alerts again
+    collapse_ratio: float = Field(0.1, gt=0, lt=1)  # pred/std_ratio below this is collapse (seed 002: 0.005/0.3)
+    identical_ratio: float = Field(0.01, gt=0, lt=1)  # fixed val inputs: pred spread / target spread below this
+    fixed_samples: int = Field(8, ge=0)  # fixed val inputs for the identical-prediction check; 0 disables it
+    growth: float = Field(1.5, gt=1)  # a low statistic growing by this factor per check is recovering
+    stuck_tol: float = Field(1e-3, gt=0)  # (max - min) / |mean| of a loss term over 2 x patience checks: flat
+    sparse_ratio: float = Field(0.1, gt=0, lt=1)  # mean predicted probability below this x the target rate
+    rare_recall: float = Field(0.05, ge=0, lt=1)  # validation recall at or below this: class never predicted
+    overfit_margin: float = Field(0.05, gt=0)  # val loss this fraction above its best counts as worse
+    explode_factor: float = Field(10.0, gt=1)  # grad norm or loss above this x its running median: explosion
+    vanish_ratio: float = Field(1e-4, gt=0, lt=1)  # head grad norm below this x the largest head's: vanishing
+    weight_drop: float = Field(0.1, gt=0, lt=1)  # learnable loss weight below this x its first value: runaway
+    max_alerts: int = Field(20, ge=0)  # W&B alerts per run at most (and at most one per finding episode)
 
 
 class WandbConfig(Section):

@@ -37,6 +37,7 @@ class Tracker:
         self.run = None
         self.summary: dict[str, Any] = {}
         self._warned: set[str] = set()
+        self._config = config
         if wandb_cfg.enabled and wandb_cfg.mode != "disabled":
             kwargs = dict(project=wandb_cfg.project, entity=wandb_cfg.entity, name=wandb_cfg.run_name or run_id,
                           tags=list(wandb_cfg.tags), group=wandb_cfg.group, dir=str(self.run_dir), config=config,
@@ -92,6 +93,16 @@ class Tracker:
     @property
     def enabled(self) -> bool:
         return self.run is not None
+
+    def sweep_values(self) -> dict[str, Any]:
+        """Values W&B put in this run's config beyond what the runner passed to `wandb.init`.
+
+        Under `wandb agent` these are the sweep's parameters (keys as the sweep file names them,
+        e.g. `loss.threshold`); {} without W&B or outside a sweep.
+        """
+        if self.run is None:
+            return {}
+        return {k: v for k, v in self.run.config.items() if k not in self._config or self._config[k] != v}
 
     # -- logging
     def log(self, metrics: dict[str, float], step: int) -> None:

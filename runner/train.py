@@ -24,9 +24,11 @@ from runner.build import make_loaders, make_optimizer, resolve_device, seed_ever
 from runner.callbacks import Checkpointing, EarlyStopping, Overlays, Tracking
 from runner.config import load_config, parse_overrides, to_dict
 from runner.engine import Interrupted, NonFiniteError, Trainer
-from runner.errors import UserError, exit_on_user_error
+from runner.errors import EXIT_USER_ERROR, UserError, exit_on_user_error
+from runner.health.monitor import HealthMonitor
 from runner.report import print_run_report
 from runner.schedules import make_lr_fn
+from runner.sweepfile import swept_value_problem
 from runner.tasks import build_task
 from runner.tracking import NullTracker, Tracker, new_run_id
 
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", help="checkpoint to continue from, or 'auto': the newest latest.pt under out_dir")
     p.add_argument("--force", action="store_true", help="resume even from a checkpoint whose model had collapsed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     return p
 
 
@@ -108,14 +111,24 @@ def fit(cfg, resume: str | None = None, progress: bool = True, force: bool = Fal
                                                         "world_size": d.world}, resume=bool(resumed))
     else:
         tracker = NullTracker(run_dir, run_id)
+    # under `wandb agent`: every swept value must have reached the resolved config (rank 0 reads
+    # W&B; all ranks stop together)
+    problem = distributed.broadcast(swept_value_problem(cfg, tracker.sweep_values()), d)
+    if problem:
+        tracker.finish(EXIT_USER_ERROR)
+        raise UserError(problem)
     early = EarlyStopping(cfg.early_stop.monitor, cfg.early_stop.mode, cfg.early_stop.patience,
                           cfg.early_stop.min_delta, cfg.early_stop.enabled)
-    callbacks = [early]
+    # every rank runs the monitor (its inputs are all-reduced, so all ranks stop together); rank 0 reports
+    monitor = HealthMonitor(cfg.monitor, tracker, val_ds, cfg.optim.warmup_steps,
+                            echo=None if d.main else (lambda text: None)) if cfg.monitor.enabled else None
+    callbacks = [early] + ([monitor] if monitor else [])  # after early stopping (best epoch known)
     if d.main:  # overlays, checkpoints and W&B belong to rank 0
         store = ckpt.CheckpointStore(run_dir, cfg.checkpoint.keep_periodic)
         callbacks += [Overlays(tracker, val_ds, cfg.viz.n_samples, cfg.viz.every),
                       Checkpointing(store, tracker, config, run_id, cfg.checkpoint.save_every, cfg.checkpoint.upload,
-                                    criterion), Tracking(tracker)]
+                                    criterion, extra_state=monitor.checkpoint_mark if monitor else None),
+                      Tracking(tracker)]
     steps = min(len(train_dl), cfg.train.max_train_iters or len(train_dl))
     trainer = Trainer(task=task, model=model, criterion=criterion, optimizer=optimizer,
                       lr_fn=make_lr_fn(cfg.optim, cfg.train.epochs * steps), train_loader=train_dl,
@@ -211,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             overrides["wandb.enabled"] = True
         overrides.update({key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None})
         cfg = load_config(args.config, overrides)
+        if args.print_config:
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+            return 0
         result = fit(cfg, resume=args.resume, progress=not args.no_progress, force=args.force)
     return result["exit_code"]
 

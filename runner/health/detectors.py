@@ -1,0 +1,870 @@
+"""Health detectors: small documented rules over the statistics the trainer already logs -> Findings.
+
+A detector sees the two streams the callbacks see, as plain floats (no tensors, no device reads):
+
+  check       every train.log_every steps (Callback.on_log): train/<term>, train/weighted/<term>,
+              pred/std_ratio, pred/<r>_mean|_rate|_max, target/<r>_rate, grad/<head>, grad/total,
+              lr, loss/sigma_<term> (learnable loss weights) ...
+  evaluation  every epoch (Callback.on_epoch_end): epoch/train_loss, epoch/val_loss, val/<term>,
+              val/<metric> (e.g. val/done_recall), val/pred/std_ratio, val/target/<r>_rate ...,
+              plus health/fixed_std_ratio from the monitor's fixed validation batch.
+
+Every rule is a ratio or a relative change that must persist (`patience` consecutive checks, or
+`eval_patience` evaluations) before it fires, and fires once per episode: an episode ends after
+`clear_checks` clean checks, and only then can the same subject fire again. The thresholds are
+the MonitorConfig fields (runner/config.py); docs/health.md documents every rule.
+
+The rules replay identically from metrics.jsonl (python -m runner.health RUN_DIR).
+"""
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Iterable
+
+from runner.config import MonitorConfig
+
+SEVERITIES = ("note", "warning", "failed")
+RANK = {s: i for i, s in enumerate(SEVERITIES)}
+PROB_THRESHOLD = 0.5  # decision threshold of a probability (as runner/health/stats.py counts positives)
+TINY = 1e-3  # a std ratio below this is "identical predictions"; growth from below it is noise
+
+
+def fmt(x: float) -> str:
+    """A number as evidence shows it: 4 significant digits, no exponent for ordinary magnitudes."""
+    if x is None or not isinstance(x, (int, float)):
+        return str(x)
+    if not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    ax = abs(x)
+    if ax >= 1e5 or ax < 1e-4:
+        return f"{x:.2e}"
+    return f"{x:.4g}"
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2g}%" if x < 0.1 else f"{100 * x:.1f}%"
+
+
+@dataclass
+class Finding:
+    """One thing wrong with a run: what, when, the numbers, why it happens and what to do."""
+
+    detector: str  # collapse | loss_weighting | stuck_loss | sparse_collapse | rare_class | overfitting | gradients
+    severity: str  # failed | warning | note
+    subject: str  # what it is about: "predictions", "train/loss_position", "done", "done_head" ...
+    step: int  # global step at which it fired
+    epoch: float  # epoch (fractional at a check) at which it fired
+    title: str  # one line
+    evidence: str  # the numbers
+    causes: list[str] = field(default_factory=list)
+    fixes: list[str] = field(default_factory=list)
+    onset_step: int = 0  # step at which the condition began to hold
+    checks: int = 1  # consecutive checks (or evaluations) the condition held when it fired
+    values: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Finding":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    def headline(self) -> str:
+        return f"[health] {self.severity.upper()} {self.detector} at step {self.step}: {self.title}"
+
+    def text(self) -> str:
+        lines = [self.headline(), f"  evidence: {self.evidence}"]
+        if self.causes:
+            lines.append("  likely causes: " + "; ".join(self.causes))
+        if self.fixes:
+            lines.append("  fixes: " + "; ".join(self.fixes))
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- persistence and episodes
+
+@dataclass
+class Streak:
+    """Consecutive checks a condition has held, and when it began."""
+
+    count: int = 0
+    onset_step: int = 0
+    onset_epoch: float = 0.0
+
+    def update(self, holds: bool, step: int, epoch: float) -> int:
+        if holds:
+            if self.count == 0:
+                self.onset_step, self.onset_epoch = step, epoch
+            self.count += 1
+        else:
+            self.count = 0
+        return self.count
+
+
+class Detector:
+    """Base: per-subject streaks (one per channel) and one episode flag per subject."""
+
+    name: ClassVar[str] = ""
+    doc: ClassVar[str] = ""  # one line for the health table
+
+    def __init__(self, cfg: MonitorConfig, warmup_steps: int = 0):
+        self.cfg, self.warmup_steps = cfg, warmup_steps
+        self.streaks: dict[str, Streak] = {}
+        self.active: dict[str, int] = {}  # subject -> clean checks since the condition last held
+        self.checks = 0
+
+    # -- hooks; return the findings that open a new episode
+    def check(self, step: int, epoch: float, values: dict[str, float]) -> list[Finding]:
+        return []
+
+    def evaluation(self, step: int, epoch: float, metrics: dict[str, float]) -> list[Finding]:
+        return []
+
+    # -- helpers
+    def warm(self, step: int) -> bool:
+        return step > self.warmup_steps
+
+    def judge(self, subject: str, channel: str, holds: bool, step: int, epoch: float, patience: int) -> Streak | None:
+        """Advance the (subject, channel) streak; return it when a new episode of `subject` fires."""
+        s = self.streaks.setdefault(f"{subject}|{channel}", Streak())
+        s.update(holds, step, epoch)
+        if holds:
+            if subject in self.active:
+                self.active[subject] = 0
+            elif s.count >= patience:
+                self.active[subject] = 0
+                return s
+        elif subject in self.active and not any(
+                v.count for k, v in self.streaks.items() if k.split("|")[0] == subject):
+            self.active[subject] += 1
+            if self.active[subject] >= self.cfg.clear_checks:
+                del self.active[subject]
+        return None
+
+    def level(self) -> int:
+        """0 ok, 1 a condition holds but has not persisted, 2 an episode is active."""
+        if self.active:
+            return 2
+        return 1 if any(s.count for s in self.streaks.values()) else 0
+
+    def finding(self, severity: str, subject: str, step: int, epoch: float, title: str, evidence: str,
+                causes: list[str], fixes: list[str], streak: Streak | None, values: dict[str, float]) -> Finding:
+        return Finding(detector=self.name, severity=severity, subject=subject, step=step, epoch=round(epoch, 3),
+                       title=title, evidence=evidence, causes=causes, fixes=fixes,
+                       onset_step=streak.onset_step if streak else step, checks=streak.count if streak else 1,
+                       values={k: float(v) for k, v in values.items() if isinstance(v, (int, float))})
+
+    # -- checkpoint state (plain containers only: loads with weights_only=True)
+    def state_dict(self) -> dict[str, Any]:
+        return {"streaks": {k: asdict(v) for k, v in self.streaks.items()}, "active": dict(self.active),
+                "checks": self.checks, "extra": self.extra_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.streaks = {k: Streak(**v) for k, v in state["streaks"].items()}
+        self.active = dict(state["active"])
+        self.checks = int(state["checks"])
+        self.load_extra_state(state.get("extra", {}))
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None: ...
+
+
+class History:
+    """Last `n` values per key (host floats), kept in plain lists for checkpointing."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.data: dict[str, deque] = {}
+
+    def push(self, key: str, value: float) -> None:
+        self.data.setdefault(key, deque(maxlen=self.n)).append(value)
+
+    def get(self, key: str) -> list[float]:
+        return list(self.data.get(key, ()))
+
+    def state(self) -> dict[str, list[float]]:
+        return {k: list(v) for k, v in self.data.items()}
+
+    def load(self, state: dict[str, list[float]]) -> None:
+        self.data = {k: deque(v, maxlen=self.n) for k, v in state.items()}
+
+
+def finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+# ---------------------------------------------------------------- 1. prediction collapse
+
+COLLAPSE_CAUSES = [
+    "the loss has a degenerate minimum at a constant prediction (seed 002: GIoU/SmoothL1 on x1y1x2y2 corners "
+    "with a sigmoid head converged to one box for every input)",
+    "a learning rate too high for a saturating (sigmoid/softmax) head",
+    "learnable loss weights that let the model ignore the term (seed 000: identical lanes for every image)",
+]
+COLLAPSE_FIXES = [
+    "fixed loss weights (config floats; no loss parameters in the optimizer)",
+    "CIoU + SmoothL1 on a center+size parameterization instead of GIoU on corners (seed 002)",
+    "lower the learning rate (optim.lr / 10)",
+    "retrain from scratch: a collapsed checkpoint does not recover by fine-tuning (seed 000)",
+]
+
+
+class PredictionCollapse(Detector):
+    """pred/std_ratio (std of the predictions across samples / std of the targets) below
+    `collapse_ratio` and not growing by `growth` per check, for `patience` checks after warm-up.
+    At evaluations the same rule reads val/pred/std_ratio and the fixed validation batch
+    (health/fixed_std_ratio below `identical_ratio`: near-identical predictions for fixed inputs)."""
+
+    name = "collapse"
+    doc = "pred std / target std far below 1 and not recovering; identical predictions on fixed val inputs"
+
+    def __init__(self, cfg, warmup_steps=0):
+        super().__init__(cfg, warmup_steps)
+        self.prev: dict[str, float] = {}
+        self.peak: dict[str, tuple[float, int]] = {}  # key -> (highest ratio so far, its step)
+        self.sample_rows: list[list[float]] = []  # set by the monitor: fixed-batch predictions, for evidence
+        self.target_rows: list[list[float]] = []
+
+    def low(self, key: str, ratio: float, limit: float, step: int) -> bool:
+        """Below the limit and not recovering (growth from below TINY is noise, not recovery)."""
+        prev = self.prev.get(key)
+        self.prev[key] = ratio
+        if ratio > self.peak.get(key, (-1.0, 0))[0]:
+            self.peak[key] = (ratio, step)
+        if ratio >= limit:
+            return False
+        recovering = prev is not None and ratio > TINY and ratio >= self.cfg.growth * max(prev, TINY / 2)
+        return not recovering
+
+    def patience(self, key: str, limit: float) -> int:
+        """A model that has never spread its predictions may still be starting: twice the patience.
+        One whose predictions spread and then fell together has collapsed: the plain patience."""
+        return self.cfg.patience if self.peak.get(key, (0.0, 0))[0] >= limit else 2 * self.cfg.patience
+
+    def history(self, key: str, limit: float) -> str:
+        peak, at = self.peak.get(key, (0.0, 0))
+        return f"fell from {fmt(peak)} at step {at}" if peak >= limit else f"never above {limit} since the start"
+
+    def check(self, step, epoch, values):
+        ratio = values.get("pred/std_ratio")
+        if not finite(ratio) or values.get("gt/std", 1.0) < 1e-8:  # constant targets: nothing to compare
+            return []
+        key, limit = "pred/std_ratio", self.cfg.collapse_ratio
+        holds = self.low(key, ratio, limit, step) and self.warm(step)
+        s = self.judge("predictions", "train", holds, step, epoch, self.patience(key, limit))
+        if not s:
+            return []
+        ev = (f"pred std {fmt(values.get('pred/std', math.nan))} vs gt std {fmt(values.get('gt/std', math.nan))} "
+              f"(ratio {fmt(ratio)} < {limit}) for {s.count} checks since step {s.onset_step} "
+              f"({self.history(key, limit)}); "
+              f"pred range [{fmt(values.get('pred/min', math.nan))}, {fmt(values.get('pred/max', math.nan))}]")
+        return [self.finding("failed", "predictions", step, epoch,
+                             f"prediction collapse: pred/std_ratio {fmt(ratio)}", ev, self.causes(values),
+                             COLLAPSE_FIXES, s, {"pred/std_ratio": ratio})]
+
+    def evaluation(self, step, epoch, metrics):
+        ratio = metrics.get("val/pred/std_ratio")
+        fixed = metrics.get("health/fixed_std_ratio")
+        if metrics.get("val/gt/std", 1.0) < 1e-8:
+            ratio = None  # constant targets: nothing to compare
+        low_val = finite(ratio) and self.low("val/pred/std_ratio", ratio, self.cfg.collapse_ratio, step)
+        low_fixed = finite(fixed) and self.low("health/fixed_std_ratio", fixed, self.cfg.identical_ratio, step)
+        holds = (low_val or low_fixed) and self.warm(step)
+        s = self.judge("predictions", "val", holds, step, epoch, self.patience("val/pred/std_ratio",
+                                                                               self.cfg.collapse_ratio))
+        if not s:
+            return []
+        parts = []
+        if finite(ratio):
+            parts.append(f"val pred std {fmt(metrics.get('val/pred/std', math.nan))} vs gt std "
+                         f"{fmt(metrics.get('val/gt/std', math.nan))} (ratio {fmt(ratio)})")
+        if finite(fixed):
+            parts.append(f"{len(self.sample_rows) or 'the'} fixed val inputs give predictions whose spread is "
+                         f"{fmt(fixed)} of the targets'")
+            rows = self.sample_rows[:3]
+            if rows:
+                parts.append("; ".join(f"sample {i}: pred ({', '.join(f'{v:.3f}' for v in r[:4])})"
+                                       for i, r in enumerate(rows)))
+        ev = "; ".join(parts) + f" for {s.count} evaluations since epoch {int(s.onset_epoch)}"
+        return [self.finding("failed", "predictions", step, epoch,
+                             f"prediction collapse on validation: identical predictions for different inputs",
+                             ev, self.causes(metrics), COLLAPSE_FIXES, s,
+                             {"val/pred/std_ratio": ratio if finite(ratio) else math.nan,
+                              "health/fixed_std_ratio": fixed if finite(fixed) else math.nan})]
+
+    def causes(self, values) -> list[str]:
+        if any(k.startswith("loss/") for k in values):
+            return [COLLAPSE_CAUSES[2], COLLAPSE_CAUSES[0], COLLAPSE_CAUSES[1]]
+        return COLLAPSE_CAUSES[:2]
+
+    def extra_state(self):
+        return {"prev": dict(self.prev), "peak": {k: list(v) for k, v in self.peak.items()}}
+
+    def load_extra_state(self, state):
+        self.prev = dict(state.get("prev", {}))
+        self.peak = {k: (float(v[0]), int(v[1])) for k, v in state.get("peak", {}).items()}
+
+
+# ---------------------------------------------------------------- 2. runaway loss weighting
+
+WEIGHT_PATTERNS = [  # key pattern -> log(effective weight); a term's first matching key is used
+    (re.compile(r"^train/weight/(.+)$"), lambda v: math.log(v) if v > 0 else -math.inf),
+    (re.compile(r"^loss/weight_(.+)$"), lambda v: math.log(v) if v > 0 else -math.inf),
+    (re.compile(r"^loss/sigma_(.+)$"), lambda v: -2 * math.log(v) if v > 0 else math.nan),  # w ~ 1/sigma^2
+    (re.compile(r"^loss/log_var_(.+)$"), lambda v: -v),  # w ~ exp(-s)
+]
+
+
+def term_key(values: dict[str, float], term: str) -> str | None:
+    for k in (f"train/{term}", f"train/loss_{term}", f"train/{term}_loss"):
+        if k in values:
+            return k
+    return None
+
+
+class RunawayWeighting(Detector):
+    """Learnable loss weights: a term's share of the total learnable weight (its own weight when it is
+    the only one) below `weight_drop` x its share at the first check, still falling over `patience`
+    checks, while the term it weights made no new low in those checks: the optimizer is switching the
+    term off instead of learning it. A negative total while no share runs away is only a note (the
+    log-variance regulariser is negative when sigma < 1)."""
+
+    name = "loss_weighting"
+    doc = "a learnable loss weight's share heading to zero while its term stops falling (negative total: a note)"
+
+    def __init__(self, cfg, warmup_steps=0):
+        super().__init__(cfg, warmup_steps)
+        self.first: dict[str, float] = {}  # term -> first log share
+        self.hist = History(cfg.patience + 1)
+        self.noted = False
+
+    @staticmethod
+    def weights(values) -> dict[str, tuple[str, float]]:
+        """term -> (logged key, log effective weight); one entry per term whatever keys it logs."""
+        out: dict[str, tuple[str, float]] = {}
+        for pat, conv in WEIGHT_PATTERNS:
+            for k, v in values.items():
+                m = pat.match(k)
+                if m and finite(v) and m.group(1) not in out:
+                    lw = conv(v)
+                    if isinstance(lw, float) and not math.isnan(lw):
+                        out[m.group(1)] = (k, lw)
+        return out
+
+    def check(self, step, epoch, values):
+        weights = self.weights(values)
+        if not weights:
+            return []
+        lws = [lw for _, lw in weights.values()]
+        top = max(lws)
+        if not math.isfinite(top):
+            return []
+        lse = top + math.log(sum(math.exp(lw - top) for lw in lws)) if len(lws) > 1 else 0.0
+        found, runaway_any = [], False
+        for term, (key, lw) in weights.items():
+            share = lw - lse  # log of this term's share of the total weight (or of its weight, if alone)
+            self.first.setdefault(term, share)
+            tkey = term_key(values, term)
+            tval = values.get(tkey) if tkey else None
+            prev_s, prev_t = self.hist.get("s:" + term), self.hist.get("t:" + term)
+            self.hist.push("s:" + term, share)
+            if finite(tval):
+                self.hist.push("t:" + term, tval)
+            p = self.cfg.patience
+            drop = share - self.first[term]
+            falling = len(prev_s) >= p and share < prev_s[-p]
+            stalled = (not finite(tval)) or (len(prev_t) >= p and tval >= min(prev_t[-p:]))
+            holds = drop < math.log(self.cfg.weight_drop) and falling and stalled
+            runaway_any |= holds
+            s = self.judge(term, "train", holds, step, epoch, p)
+            if not s:
+                continue
+            ratio = math.exp(drop)
+            if len(lws) > 1:
+                big = max(weights, key=lambda t: weights[t][1])
+                what = (f"{key} = {fmt(values[key])}: the term's share of the learnable weight is "
+                        f"{pct(math.exp(share))}, {fmt(ratio)} x its share at the start, and still falling for "
+                        f"{s.count} checks since step {s.onset_step} (largest: {weights[big][0]} = "
+                        f"{fmt(values[weights[big][0]])})")
+            else:
+                what = (f"{key} = {fmt(values[key])}: the term's effective weight is {fmt(ratio)} x its "
+                        f"starting value and still falling for {s.count} checks since step {s.onset_step}")
+            ev = what + (f"; {tkey} made no new low ({fmt(tval)})" if finite(tval) else "; the term is not logged")
+            if finite(values.get("train/loss")) and values["train/loss"] < 0:
+                ev += f"; total loss {fmt(values['train/loss'])} (negative)"
+            found.append(self.finding(
+                "failed", term, step, epoch, f"runaway loss weighting: the {term} term is being switched off", ev,
+                ["learnable (Kendall) uncertainty weights: each weight follows 1/L of its own term, so a term that "
+                 "is easy to drive to zero takes over and the others stop being learned (seed 000: val loss "
+                 "-2.47, identical lanes)"],
+                ["fixed loss weights (seed 000: w_reg=1, w_exist=1, w_curv=0.1) and no loss parameters in the "
+                 "optimizer", "if learnable weights must stay: bound log sigma^2 (loss.kind: uncertainty_safe)",
+                 "retrain from scratch (seed 000: the collapsed model does not recover)"],
+                s, {key: values[key], "share_ratio": ratio}))
+        total = values.get("train/loss")
+        if finite(total) and total < 0 and not runaway_any and not self.noted and not self.active:
+            self.noted = True
+            terms = ", ".join(f"{key} {fmt(values[key])}" for key, _ in weights.values())
+            found.append(self.finding(
+                "note", "negative_total", step, epoch,
+                "negative total loss from learnable uncertainty weights: expected, not a failure",
+                f"train/loss {fmt(total)} at step {step} with no weight's share running away ({terms}): the "
+                f"0.5*log sigma^2 regulariser is negative when sigma < 1, so a converging uncertainty-weighted "
+                f"loss goes below zero", [], [], None, {"train/loss": total}))
+        return found
+
+    def extra_state(self):
+        return {"first": dict(self.first), "hist": self.hist.state(), "noted": self.noted}
+
+    def load_extra_state(self, state):
+        self.first = dict(state.get("first", {}))
+        self.hist.load(state.get("hist", {}))
+        self.noted = bool(state.get("noted", False))
+
+
+# ---------------------------------------------------------------- 3. stuck loss
+
+class StuckLoss(Detector):
+    """A loss term flat to `stuck_tol` (relative spread (max - min) / |mean|) over 2 x `patience` checks,
+    all after the warm-up, at a non-zero learning rate. A mean over log_every batches that does not move
+    by 0.1% for that long is neither being optimized nor reacting to its inputs (batch-to-batch noise
+    alone moves a converged loss by more): the term has no usable gradient (seed 002: GIoU at 1.000)."""
+
+    name = "stuck_loss"
+    doc = "a loss term flat at one value for many checks while the learning rate is non-zero"
+
+    def __init__(self, cfg, warmup_steps=0):
+        super().__init__(cfg, warmup_steps)
+        self.window = 2 * cfg.patience
+        self.hist = History(self.window)
+        self.first: dict[str, float] = {}
+
+    @staticmethod
+    def terms(values) -> list[str]:
+        weighted = [k[len("train/weighted/"):] for k in values if k.startswith("train/weighted/")]
+        keys = [f"train/{t}" for t in weighted if f"train/{t}" in values]
+        return keys or (["train/loss"] if "train/loss" in values else [])
+
+    def check(self, step, epoch, values):
+        found = []
+        lr = values.get("lr", math.nan)
+        self.hist.push("_lr", lr if finite(lr) else 0.0)
+        self.hist.push("_step", step)
+        for key in self.terms(values):
+            v = values[key]
+            if not finite(v):
+                continue
+            first = self.first.setdefault(key, v)
+            self.hist.push(key, v)
+            n = self.window
+            window, steps, lrs = self.hist.get(key)[-n:], self.hist.get("_step")[-n:], self.hist.get("_lr")[-n:]
+            holds = False
+            if len(window) == n and steps[0] > self.warmup_steps and min(lrs) > 0:
+                mean = sum(window) / n
+                holds = abs(mean) > 1e-8 and max(window) - min(window) <= self.cfg.stuck_tol * abs(mean)
+            s = self.judge(key, "train", holds, step, epoch, 1)  # the window itself is the persistence
+            if s:
+                mean = sum(window) / n
+                ev = (f"{key} = {fmt(mean)} (spread {fmt(max(window) - min(window))}, under {self.cfg.stuck_tol:g} "
+                      f"of it) for {n} checks since step {steps[0]} at lr {fmt(lr)}; first value {fmt(first)}")
+                found.append(self.finding(
+                    "failed", key, step, epoch, f"stuck loss: {key} flat at {mean:.3f}", ev,
+                    ["the term has no usable gradient at the current predictions (seed 002: GIoU of "
+                     "non-overlapping boxes stuck at 1.000)", "a saturated output (sigmoid at 0 or 1) or dead ReLUs"],
+                    ["CIoU/DIoU + SmoothL1 instead of GIoU (seed 002: ~12x stronger gradients without overlap)",
+                     "center+size parameterization of boxes", "check the head's activation; change the learning rate"],
+                    Streak(n, steps[0], epoch), {key: v, "lr": lr}))
+        return found
+
+    def extra_state(self):
+        return {"hist": self.hist.state(), "first": dict(self.first)}
+
+    def load_extra_state(self, state):
+        self.hist.load(state.get("hist", {}))
+        self.first = dict(state.get("first", {}))
+
+
+# ---------------------------------------------------------------- 4. sparse-target collapse
+
+def rate_names(values: dict[str, float], prefix: str = "") -> list[str]:
+    pat = re.compile(rf"^{re.escape(prefix)}target/(.+)_rate$")
+    return [m.group(1) for k in values if (m := pat.match(k))]
+
+
+SPARSE_CAUSES = ["predicting empty minimizes the loss on ~1% positives: weighted BCE (seed 004: pos_weight 10 "
+                 "was not enough for 99.2% empty voxels) or dice whose value vanishes when both are ~0"]
+SPARSE_FIXES = ["focal loss (alpha 0.99, gamma 2) + dice + mean-matching with weight 10 (seed 004)",
+                "check the data for empty samples: python -m runner.check_data --config ..."]
+
+
+class SparseCollapse(Detector):
+    """Mean predicted probability of a sparse target below `sparse_ratio` x the target's positive rate
+    and not growing, for `patience` checks after warm-up. At evaluations, for targets without a recall
+    metric: no validation element reaches the decision threshold (val/pred/<r>_max < 0.5)."""
+
+    name = "sparse_collapse"
+    doc = "mean predicted probability far below the target's positive rate; max never reaches 0.5"
+
+    def __init__(self, cfg, warmup_steps=0):
+        super().__init__(cfg, warmup_steps)
+        self.prev: dict[str, float] = {}
+
+    def check(self, step, epoch, values):
+        found = []
+        for r in rate_names(values):
+            t, m = values.get(f"target/{r}_rate"), values.get(f"pred/{r}_mean")
+            if not (finite(t) and finite(m)):
+                continue
+            prev = self.prev.get(r)
+            self.prev[r] = m
+            recovering = prev is not None and m >= self.cfg.growth * max(prev, 1e-12)
+            holds = t > 0 and m < self.cfg.sparse_ratio * t and not recovering and self.warm(step)
+            s = self.judge(r, "train", holds, step, epoch, self.cfg.patience)
+            if s:
+                mx, pr = values.get(f"pred/{r}_max", math.nan), values.get(f"pred/{r}_rate", math.nan)
+                ev = (f"pred {r} mean {fmt(m)} vs target {r} rate {pct(t)} (ratio {fmt(m / t)} < "
+                      f"{self.cfg.sparse_ratio}); predicted positive rate {pct(pr) if finite(pr) else '?'}, "
+                      f"max probability {fmt(mx)}"
+                      + (f" (never reaches {PROB_THRESHOLD})" if finite(mx) and mx < PROB_THRESHOLD else "")
+                      + f", for {s.count} checks since step {s.onset_step}")
+                found.append(self.finding("failed", r, step, epoch,
+                                          f"sparse-target collapse: {r} predicted {fmt(m / t)}x its true rate",
+                                          ev, SPARSE_CAUSES, SPARSE_FIXES, s,
+                                          {f"pred/{r}_mean": m, f"target/{r}_rate": t}))
+        return found
+
+    def evaluation(self, step, epoch, metrics):
+        found = []
+        for r in rate_names(metrics, "val/"):
+            if f"val/{r}_recall" in metrics:
+                continue  # the rare-class rule judges targets that have a recall metric
+            t, mx = metrics.get(f"val/target/{r}_rate"), metrics.get(f"val/pred/{r}_max")
+            if not (finite(t) and finite(mx)):
+                continue
+            holds = t > 0 and mx < PROB_THRESHOLD and self.warm(step)
+            s = self.judge(r, "val", holds, step, epoch, self.cfg.eval_patience)
+            if s:
+                m = metrics.get(f"val/pred/{r}_mean", math.nan)
+                ev = (f"no validation element reaches probability {PROB_THRESHOLD} (max {fmt(mx)}, mean {fmt(m)}) "
+                      f"although {pct(t)} are positive, for {s.count} evaluations since epoch {int(s.onset_epoch)}")
+                found.append(self.finding("failed", r, step, epoch, f"sparse-target collapse: {r} never predicted",
+                                          ev, SPARSE_CAUSES, SPARSE_FIXES, s,
+                                          {f"val/pred/{r}_max": mx, f"val/target/{r}_rate": t}))
+        return found
+
+    def extra_state(self):
+        return {"prev": dict(self.prev)}
+
+    def load_extra_state(self, state):
+        self.prev = dict(state.get("prev", {}))
+
+
+# ---------------------------------------------------------------- 5. rare class never predicted
+
+class RareClass(Detector):
+    """Validation recall of a positive class (val/<r>_recall) at or below `rare_recall` for
+    `eval_patience` consecutive evaluations; the class balance measured at start is reported."""
+
+    name = "rare_class"
+    doc = "validation recall of a (rare) positive class stuck at or near zero"
+
+    def __init__(self, cfg, warmup_steps=0):
+        super().__init__(cfg, warmup_steps)
+        self.balance: dict[str, dict[str, float]] = {}  # class -> split -> positive rate (set at fit start)
+
+    def evaluation(self, step, epoch, metrics):
+        found = []
+        for key in [k for k in metrics if k.startswith("val/") and k.endswith("_recall") and k.count("/") == 1]:
+            r = key[len("val/"):-len("_recall")]
+            rec = metrics[key]
+            if not finite(rec):
+                continue
+            holds = rec <= self.cfg.rare_recall and self.warm(step)
+            s = self.judge(r, "val", holds, step, epoch, self.cfg.eval_patience)
+            if s:
+                rates = self.balance.get(r, {})
+                p = rates.get("train", metrics.get(f"val/target/{r}_rate", math.nan))
+                bal = ", ".join(f"{pct(v)} of {split}" for split, v in rates.items()) or (
+                    f"{pct(p)} of val" if finite(p) else "unknown")
+                mx = metrics.get(f"val/pred/{r}_max")
+                ev = (f"val {r} recall {fmt(rec)} for {s.count} evaluations since epoch {int(s.onset_epoch)}; "
+                      f"class balance measured at start: {r} is {bal}"
+                      + (f"; max predicted {r} probability {fmt(mx)}" if finite(mx) else ""))
+                fixes = []
+                if finite(p) and 0 < p < 0.5:
+                    fixes.append(f"raise the {r} term's weight: a positive weight of about (1-p)/p = "
+                                 f"{(1 - p) / p:.0f} balances {pct(p)} positives (seed 003: done weight 1 -> 3)")
+                fixes += ["sample the rare class more often (e.g. data.sampling: balanced)",
+                          "focal loss on the rare class"]
+                found.append(self.finding(
+                    "warning", r, step, epoch, f"rare class never predicted: val {r} recall {fmt(rec)}", ev,
+                    [f"only {pct(p) if finite(p) else 'few'} positives: an unweighted BCE learns to always say no "
+                     f"(seed 003: 3% done, predictions always low)"], fixes, s, {key: rec, "positive_rate": p}))
+        return found
+
+    def extra_state(self):
+        return {"balance": {k: dict(v) for k, v in self.balance.items()}}
+
+    def load_extra_state(self, state):
+        self.balance = {k: dict(v) for k, v in state.get("balance", {}).items()}
+
+
+# ---------------------------------------------------------------- 6. overfitting
+
+class Overfitting(Detector):
+    """Validation loss more than `overfit_margin` above its best for `eval_patience` consecutive
+    evaluations, with the rise in the validation loss only: the training loss rose by less than half
+    as much since the best epoch (it fell, or stayed flat after converging). Both rising together is
+    divergence, not overfitting."""
+
+    name = "overfitting"
+    doc = "val loss rising above its best for several evaluations while train loss falls"
+
+    def __init__(self, cfg, warmup_steps=0):
+        super().__init__(cfg, warmup_steps)
+        self.best: tuple[int, float, float] | None = None  # (epoch, val, train at that epoch)
+
+    def evaluation(self, step, epoch, metrics):
+        v, t = metrics.get("epoch/val_loss"), metrics.get("epoch/train_loss")
+        if not (finite(v) and finite(t)):
+            return []
+        holds = False
+        if self.best is None or v < self.best[1]:
+            self.best = (int(epoch), v, t)
+        else:
+            be, bv, bt = self.best
+            holds = v > bv + self.cfg.overfit_margin * abs(bv) and (t - bt) < 0.5 * (v - bv)
+        s = self.judge("val_loss", "val", holds, step, epoch, self.cfg.eval_patience)
+        if not s:
+            return []
+        be, bv, bt = self.best
+        ev = (f"val loss {fmt(v)} at epoch {int(epoch)} vs best {fmt(bv)} at epoch {be} "
+              f"(+{100 * (v - bv) / abs(bv):.0f}%) for {s.count} evaluations, while train loss went "
+              f"{fmt(bt)} -> {fmt(t)}; train/val gap {fmt(v - t)} (at best epoch {fmt(bv - bt)})")
+        return [self.finding("warning", "val_loss", step, epoch,
+                             f"overfitting: best val loss was at epoch {be}", ev,
+                             ["the model memorizes the training set (seed 003: best val 0.606 at epoch 10, "
+                              "1.509 at epoch 55; train 0.10)"],
+                             [f"early stopping (early_stop.enabled: true, patience 5) and use the best checkpoint "
+                              f"(epoch {be}: checkpoints/best.pt)", "more training data or augmentation",
+                              "weight decay or a smaller model"],
+                             s, {"epoch/val_loss": v, "epoch/train_loss": t, "best_epoch": be, "best_val_loss": bv,
+                                 "gap": v - t})]
+
+    def extra_state(self):
+        return {"best": list(self.best) if self.best else None}
+
+    def load_extra_state(self, state):
+        b = state.get("best")
+        self.best = (int(b[0]), float(b[1]), float(b[2])) if b else None
+
+
+# ---------------------------------------------------------------- 7. gradient trouble
+
+class GradientTrouble(Detector):
+    """Non-finite loss or gradient norm (read_host drops NaN, so a vanished key counts) at once;
+    grad/total or train/loss above `explode_factor` x its running median; a head whose gradient norm
+    stays below `vanish_ratio` x the largest head's for `patience` checks after warm-up."""
+
+    name = "gradients"
+    doc = "non-finite loss/gradients, exploding norms, or a head with (almost) no gradient"
+    WINDOW = 8  # checks in the running median
+
+    def __init__(self, cfg, warmup_steps=0):
+        super().__init__(cfg, warmup_steps)
+        self.hist = History(self.WINDOW)
+        self.seen: set[str] = set()
+        self.skipped = 0.0  # the engine's count of skipped non-finite steps (health/nonfinite_steps)
+
+    def check(self, step, epoch, values):
+        found = []
+        # -- non-finite: a NaN mean vanished from the host read, an inf stayed, or the engine skipped steps
+        watched = [k for k in ("train/loss", "grad/total") if k in values or k in self.seen]
+        bad = [k for k in watched if not finite(values.get(k))]
+        self.seen.update(k for k in ("train/loss", "grad/total") if k in values)
+        skipped = values.get("health/nonfinite_steps")
+        if finite(skipped) and skipped > self.skipped:
+            bad.append(f"gradients ({int(skipped - self.skipped)} steps skipped)")
+        if finite(skipped):
+            self.skipped = skipped
+        s = self.judge("nonfinite", "train", bool(bad), step, epoch, 1)
+        if s:
+            what = ", ".join(f"{k} = {values.get(k, 'nan')}" if k in values or "/" in k else k for k in bad)
+            found.append(self.finding(
+                "failed", "nonfinite", step, epoch, f"non-finite {' and '.join(bad)}",
+                f"{what} in the interval ending at step {step} (lr {fmt(values.get('lr', math.nan))})",
+                ["learning rate too high", "log or division of zero in a loss", "fp16 overflow"],
+                ["lower the learning rate", "gradient clipping (train.grad_clip)", "bf16 instead of fp16"],
+                s, {}))
+        # -- explosion (relative to the running median of earlier checks)
+        spikes = []
+        for k in ("grad/total", "train/loss"):
+            v = values.get(k)
+            past = self.hist.get(k)
+            if finite(v):
+                if len(past) >= 3:
+                    med = statistics.median(past)
+                    if med > 0 and v > self.cfg.explode_factor * med:
+                        spikes.append((k, v, med))
+                self.hist.push(k, v)
+        s = self.judge("explosion", "train", bool(spikes), step, epoch, 1)
+        if s:
+            ev = "; ".join(f"{k} {fmt(v)} = {v / med:.0f}x its running median {fmt(med)}" for k, v, med in spikes)
+            found.append(self.finding(
+                "warning", "explosion", step, epoch, "exploding " + " and ".join(k for k, _, _ in spikes),
+                ev + f" at step {step} (lr {fmt(values.get('lr', math.nan))})",
+                ["learning rate too high", "no or weak gradient clipping"],
+                ["lower the learning rate (seed 003: 5e-5 -> 1e-5 when gradients explode)",
+                 "stronger clipping (train.grad_clip 0.5)"], s, {k: v for k, v, _ in spikes}))
+        # -- vanishing heads
+        heads = {k[5:]: v for k, v in values.items() if k.startswith("grad/") and k != "grad/total" and finite(v)}
+        if len(heads) >= 2:
+            for h, g in heads.items():
+                others = max(v for k, v in heads.items() if k != h)
+                holds = others > 0 and g < self.cfg.vanish_ratio * others and self.warm(step)
+                s = self.judge(h, "train", holds, step, epoch, self.cfg.patience)
+                if s:
+                    top = max((k for k in heads if k != h), key=heads.get)
+                    zero = g == 0
+                    ev = (f"grad/{h} = {fmt(g)} vs grad/{top} = {fmt(others)}"
+                          f"{' (exactly zero: no gradient reaches it)' if zero else f' (ratio {fmt(g / others)})'}"
+                          f" for {s.count} checks since step {s.onset_step}")
+                    found.append(self.finding(
+                        "warning", h, step, epoch, f"vanishing gradient: head {h} is not learning", ev,
+                        ["no gradient reaches it: its loss term has weight 0, it is detached, or its ReLUs are "
+                         "dead" if zero else "a saturated activation (sigmoid/softmax at 0 or 1) or dead ReLUs",
+                         "learning rate too high (the head saturated)"],
+                        ["give the head's loss term a non-zero weight", "lower the learning rate",
+                         "remove the saturating activation or initialise the head's bias sensibly"],
+                        s, {f"grad/{h}": g, f"grad/{top}": others}))
+        return found
+
+    def extra_state(self):
+        return {"hist": self.hist.state(), "seen": sorted(self.seen), "skipped": self.skipped}
+
+    def load_extra_state(self, state):
+        self.hist.load(state.get("hist", {}))
+        self.seen = set(state.get("seen", []))
+        self.skipped = float(state.get("skipped", 0.0))
+
+
+DETECTORS: tuple[type[Detector], ...] = (PredictionCollapse, RunawayWeighting, StuckLoss, SparseCollapse, RareClass,
+                                         Overfitting, GradientTrouble)
+
+
+# ---------------------------------------------------------------- the rule set
+
+class Rules:
+    """All detectors, fed the check and evaluation streams; collects the findings."""
+
+    def __init__(self, cfg: MonitorConfig | None = None, warmup_steps: int = 0):
+        self.cfg = cfg or MonitorConfig()
+        self.detectors = [cls(self.cfg, warmup_steps) for cls in DETECTORS]
+        self.findings: list[Finding] = []
+
+    def by_name(self, name: str) -> Detector:
+        return next(d for d in self.detectors if d.name == name)
+
+    def set_class_balance(self, balance: dict[str, dict[str, float]]) -> None:
+        self.by_name("rare_class").balance = balance
+
+    def check(self, step: int, epoch: float, values: dict[str, float]) -> list[Finding]:
+        new = [f for d in self.detectors for f in d.check(step, epoch, values)]
+        self.findings += new
+        return new
+
+    def evaluation(self, step: int, epoch: float, metrics: dict[str, float]) -> list[Finding]:
+        new = [f for d in self.detectors for f in d.evaluation(step, epoch, metrics)]
+        self.findings += new
+        return new
+
+    def levels(self) -> dict[str, int]:
+        return {d.name: d.level() for d in self.detectors}
+
+    def status(self) -> str:
+        return status_of(self.findings)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"detectors": {d.name: d.state_dict() for d in self.detectors},
+                "findings": [f.to_dict() for f in self.findings], "status": self.status()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for d in self.detectors:
+            if d.name in state["detectors"]:
+                d.load_state_dict(state["detectors"][d.name])
+        self.findings = [Finding.from_dict(f) for f in state["findings"]]
+
+
+def status_of(findings: Iterable[Finding]) -> str:
+    """healthy | warning | failed (notes do not change the status)."""
+    worst = max((RANK[f.severity] for f in findings), default=0)
+    return {0: "healthy", 1: "warning", 2: "failed"}[worst]
+
+
+def is_check(record: dict[str, Any]) -> bool:
+    """A metrics.jsonl / W&B history row holding a log interval's values. W&B merges the epoch-end
+    values logged at the same step into the same row, so a row can be both."""
+    return "train/loss" in record or "grad/total" in record or "lr" in record
+
+
+def is_evaluation(record: dict[str, Any]) -> bool:
+    return "epoch/val_loss" in record or "epoch/train_loss" in record
+
+
+def replay(records: Iterable[dict[str, Any]], cfg: MonitorConfig | None = None, warmup_steps: int = 0,
+           balance: dict | None = None) -> Rules:
+    """Run the rules over logged rows (metrics.jsonl or W&B history), in order."""
+    rules = Rules(cfg, warmup_steps)
+    if balance:
+        rules.set_class_balance(balance)
+    for r in records:
+        step = int(r.get("_step", 0))
+        values = {k: v for k, v in r.items() if not k.startswith("_") and not k.startswith("health/")
+                  or k in ("health/fixed_std_ratio", "health/nonfinite_steps")}
+        if is_check(r):
+            rules.check(step, float(r.get("epoch", 0)), values)
+        if is_evaluation(r):
+            rules.evaluation(step, float(r.get("epoch", 0)), values)
+    return rules
+
+
+# ---------------------------------------------------------------- the health table
+
+def health_table(findings: list[Finding], balance: dict | None = None, source: str = "") -> str:
+    """The text table printed at the end of a run and by `python -m runner.health`."""
+    status = status_of(findings)
+    by_det: dict[str, list[Finding]] = {}
+    for f in findings:
+        by_det.setdefault(f.detector, []).append(f)
+    counts = {sev: sum(f.severity == sev for f in findings) for sev in SEVERITIES}
+    lines = [f"  status: {status.upper()} ({counts['failed']} failures, {counts['warning']} warnings, "
+             f"{counts['note']} notes)" + (f"; {source}" if source else "")]
+    lines.append(f"  {'detector':<16} {'status':<8} {'step':>7}  evidence")
+    for cls in DETECTORS:
+        fs = [f for f in by_det.get(cls.name, []) if f.severity != "note"]
+        if not fs:
+            lines.append(f"  {cls.name:<16} {'ok':<8} {'-':>7}  -")
+            continue
+        for f in fs:
+            lines.append(f"  {cls.name:<16} {f.severity:<8} {f.step:>7}  {f.title}")
+    notes = [f for f in findings if f.severity == "note"]
+    for f in notes:
+        lines.append(f"  note: {f.title} ({f.evidence})")
+    if balance:
+        parts = [f"{r} {', '.join(f'{pct(v)} of {s}' for s, v in splits.items())}" for r, splits in balance.items()]
+        lines.append("  class balance at start: " + "; ".join(parts))
+    for i, f in enumerate([f for f in findings if f.severity != "note"], 1):
+        lines.append(f"  [{i}] {f.detector} at step {f.step} (epoch {f.epoch:g}): {f.evidence}")
+        if f.causes:
+            lines.append(f"      likely causes: {'; '.join(f.causes)}")
+        if f.fixes:
+            lines.append(f"      fixes: {'; '.join(f.fixes)}")
+    return "\n".join(lines)

@@ -1,0 +1,226 @@
+"""HealthMonitor: feeds the trainer's statistics to the detectors and tells the user, while the run goes.
+
+At every log interval (on_log) and evaluation (on_epoch_end) the monitor passes the host-read
+values the trainer already has to runner.health.detectors.Rules. It adds no per-step device read;
+once per evaluation it runs one forward pass of a fixed validation batch (the identical-predictions
+check). For every new finding it:
+
+  - prints it in the terminal (tqdm.write, above the progress bar),
+  - sends one W&B alert per finding episode (at most monitor.max_alerts per run),
+  - updates the run summary: health/status (healthy | warning | failed), health/findings, health/table,
+  - tags the run health:<detector> (and health:<status> at the end),
+  - with monitor.on_failure=stop and a failure: saves checkpoints/health_stop.pt (and latest.pt) marked
+    with the finding, then stops the run.
+
+Every interval it logs health/<detector> (0 ok, 1 condition holding, 2 finding active) and health/level.
+Its state (findings, detector state) is saved in every checkpoint under callbacks.health.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import default_collate
+from tqdm import tqdm
+
+from runner import checkpoint as ckpt
+from runner.callbacks import Callback, Checkpointing
+from runner.config import MonitorConfig
+from runner.engine import NonFiniteError, move
+from runner.health.detectors import Finding, Rules, health_table, pct, status_of
+
+LEVEL = {"healthy": 0, "warning": 1, "failed": 2}
+
+
+def class_balance(task) -> dict[str, dict[str, float]]:
+    """Positive rates measured from the data at start: {class: {split: rate}} from task.describe_data."""
+    out: dict[str, dict[str, float]] = {}
+    for split in ("train", "val"):
+        try:
+            desc = task.describe_data(split) or {}
+        except NotImplementedError:
+            desc = {}
+        for k, v in desc.items():
+            if isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):
+                v = sum(v) / len(v)  # e.g. a rate per lane slot
+            if k.endswith("_rate") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                out.setdefault(k[: -len("_rate")], {})[split] = float(v)
+    return out
+
+
+class HealthMonitor(Callback):
+    state_key = "health"
+
+    def __init__(self, cfg: MonitorConfig, tracker, val_dataset=None, warmup_steps: int = 0,
+                 echo: Callable[[str], None] | None = None):
+        self.cfg, self.tracker, self.echo = cfg, tracker, echo or tqdm.write
+        warm = cfg.warmup_steps if cfg.warmup_steps is not None else warmup_steps
+        self.rules = Rules(cfg, warm)
+        self.alerts = 0
+        self.balance: dict[str, dict[str, float]] = {}
+        self.seconds = 0.0  # time spent in the monitor's hooks (bench/health_suite.py reports it)
+        self.calls = 0
+        self.timings: dict[str, list[float]] = {"fit_start": [], "log": [], "epoch": []}
+        self.batch = None
+        n = min(cfg.fixed_samples, len(val_dataset)) if val_dataset is not None else 0
+        if n >= 2:
+            idx = np.linspace(0, len(val_dataset) - 1, n).round().astype(int)
+            self.batch = default_collate([val_dataset[int(i)] for i in idx])
+
+    # ------------------------------------------------------------------ hooks
+    def on_fit_start(self, trainer):
+        t0 = time.perf_counter()
+        if not self.balance:
+            self.balance = class_balance(trainer.task)
+        self.rules.set_class_balance(self.balance)
+        if self.balance:
+            parts = [f"{r} {', '.join(f'{pct(v)} of {s}' for s, v in sp.items())}" for r, sp in self.balance.items()]
+            self.echo("[health] class balance measured at start: " + "; ".join(parts))
+        self.tracker.set_summary({"health/status": self.rules.status(), "health/class_balance": self.balance})
+        self._timed(t0, "fit_start")
+
+    def on_log(self, trainer, step, values):
+        t0 = time.perf_counter()
+        new = self.rules.check(step, float(values.get("epoch", trainer.state.epoch)), values)
+        values.update(self.levels())
+        self.handle(trainer, new)
+        self._timed(t0, "log")
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        t0 = time.perf_counter()
+        fixed = self.fixed_batch_stats(trainer)
+        if fixed is not None:
+            metrics["health/fixed_std_ratio"] = fixed
+        new = self.rules.evaluation(trainer.state.step, float(epoch), metrics)
+        metrics.update(self.levels())
+        self.handle(trainer, new)
+        self._timed(t0, "epoch")
+
+    def on_fit_end(self, trainer):
+        self.publish(final=True)
+
+    def on_interrupt(self, trainer, reason):
+        self.publish(final=True)
+
+    def on_exception(self, trainer, exc):
+        try:
+            grads = self.rules.by_name("gradients")
+            if isinstance(exc, NonFiniteError) and "nonfinite" not in grads.active:  # stopped before on_log
+                st = trainer.state
+                f = Finding("gradients", "failed", "nonfinite", st.step, float(st.epoch), "non-finite loss or "
+                            "gradients stopped the run", str(exc),
+                            ["learning rate too high", "log or division of zero in a loss", "fp16 overflow"],
+                            ["lower the learning rate", "gradient clipping (train.grad_clip)", "bf16 instead of fp16"],
+                            onset_step=st.step, values={"nonfinite_steps": float(st.nonfinite_steps)})
+                self.rules.findings.append(f)
+                self.handle(trainer, [f], stop=False)
+            self.publish(final=True)
+        except Exception:  # never mask the original error
+            pass
+
+    # ------------------------------------------------------------------ pieces
+    def _timed(self, t0: float, hook: str) -> None:
+        dt = time.perf_counter() - t0
+        self.seconds += dt
+        self.calls += 1
+        self.timings[hook].append(dt)
+
+    def levels(self) -> dict[str, float]:
+        lv = self.rules.levels()
+        out = {f"health/{k}": float(v) for k, v in lv.items()}
+        out["health/level"] = float(LEVEL[self.rules.status()])
+        return out
+
+    @torch.no_grad()
+    def fixed_batch_stats(self, trainer) -> float | None:
+        """Spread of the predictions for the fixed val inputs / spread of their targets (one host read)."""
+        if self.batch is None:
+            return None
+        model = trainer.model
+        was_training = model.training
+        model.eval()
+        try:
+            batch = move(self.batch, trainer.device)
+            with trainer.autocast():
+                outputs = trainer.task.forward(model, batch)
+            view = trainer.task.monitor_view(outputs, batch)
+        finally:
+            model.train(was_training)
+        pred, target = view.pred.detach().float().flatten(1), view.target.detach().float().flatten(1)
+        if view.mask is not None:  # once per evaluation, so boolean indexing (a host sync) is fine here
+            keep = view.mask.reshape(-1).bool()
+            pred, target = pred[keep], target[keep]
+        if pred.shape[0] < 2:
+            return None
+        pstd, tstd = pred.std(0).mean(), target.std(0).mean()
+        k = min(3, pred.shape[0])
+        host = torch.cat([torch.stack([pstd, tstd]), pred[:k].flatten(), target[:k].flatten()]).tolist()
+        d = pred.shape[1]
+        collapse = self.rules.by_name("collapse")
+        collapse.sample_rows = [host[2 + i * d: 2 + (i + 1) * d] for i in range(k)]
+        collapse.target_rows = [host[2 + k * d + i * d: 2 + k * d + (i + 1) * d] for i in range(k)]
+        if host[1] < 1e-8:
+            return None  # the fixed targets do not vary: nothing to compare
+        return host[0] / host[1]
+
+    def handle(self, trainer, findings: list[Finding], stop: bool = True) -> None:
+        if not findings:
+            return
+        for f in findings:
+            self.echo(f.text())
+            if f.severity != "note" and self.alerts < self.cfg.max_alerts:
+                self.alerts += 1
+                self.tracker.alert(title=f"{f.severity.upper()} {f.detector}: {f.title}"[:250], text=f.text(),
+                                   level="ERROR" if f.severity == "failed" else "WARN")
+            if f.severity != "note":
+                self.tracker.add_tags([f"health:{f.detector}"])
+        self.publish()
+        failure = next((f for f in findings if f.severity == "failed"), None)
+        if stop and failure is not None and self.cfg.on_failure == "stop" and not trainer.should_stop:
+            self.stop(trainer, failure)
+
+    def publish(self, final: bool = False) -> None:
+        findings = self.rules.findings
+        status = status_of(findings)
+        self.tracker.set_summary({
+            "health/status": status,
+            "health/findings": [f.to_dict() for f in findings],
+            "health/table": health_table(findings, self.balance),
+            "health/monitor_seconds": self.seconds,
+        })
+        if final:
+            self.tracker.add_tags([f"health:{status}"])
+
+    def checkpoint_mark(self) -> dict[str, Any]:
+        """Top-level `health` entry of every checkpoint (Checkpointing extra_state): resume refuses a
+        checkpoint whose status is failed unless forced."""
+        failures = [f for f in self.rules.findings if f.severity == "failed"]
+        summary = "; ".join(f"{f.detector} at step {f.step}: {f.title}" for f in failures) or self.rules.status()
+        return {"health": {"status": self.rules.status(), "summary": summary,
+                           "findings": [f.to_dict() for f in self.rules.findings]}}
+
+    def stop(self, trainer, f: Finding) -> None:
+        """Save a checkpoint marked with the failure (latest.pt and health_stop.pt), then stop."""
+        ck = next((c for c in trainer.callbacks if isinstance(c, Checkpointing)), None)
+        if ck is not None:
+            state = {**ck.full_state(trainer), **self.checkpoint_mark(), "health_stop": f.to_dict()}
+            ck.store.save(state)
+            path = ckpt.save_atomic({"format_version": ckpt.FORMAT_VERSION, **state},
+                                    ck.store.dir / "health_stop.pt")
+            self.echo(f"[health] on_failure=stop: saved {path} marked with the finding; stopping")
+            if ck.upload and self.tracker.enabled:
+                self.tracker.log_checkpoint(path, ["health-stop"], {"step": trainer.state.step,
+                                                                   "health": f.title})
+        trainer.should_stop = True
+        trainer.state.stop_reason = f"health monitor ({f.detector} at step {f.step}): {f.title}"
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.rules.state_dict(), "alerts": self.alerts, "balance": self.balance}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rules.load_state_dict(state)
+        self.alerts = int(state.get("alerts", 0))
+        self.balance = {k: dict(v) for k, v in state.get("balance", {}).items()}

@@ -1,0 +1,388 @@
+"""Health monitor: detectors on scripted statistic sequences, then the real thing on short CLI runs."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import find_wandb_run, inspect_records, inspect_summary, run_cli
+from runner.config import MonitorConfig
+from runner.health.detectors import DETECTORS, Finding, Rules, health_table, replay
+
+LOG = 10  # steps between scripted checks
+
+
+def feed_checks(rules: Rules, rows: list[dict], start: int = 1) -> list[tuple[int, Finding]]:
+    """Feed one dict per check; return (check index, finding) for every finding."""
+    out = []
+    for i, values in enumerate(rows, start):
+        for f in rules.check(i * LOG, i / 10, {"lr": 1e-3, **values}):
+            out.append((i, f))
+    return out
+
+
+def feed_evals(rules: Rules, rows: list[dict]) -> list[tuple[int, Finding]]:
+    out = []
+    for e, metrics in enumerate(rows, 1):
+        for f in rules.evaluation(e * 100, e, metrics):
+            out.append((e, f))
+    return out
+
+
+def fired(findings, detector):
+    return [(i, f) for i, f in findings if f.detector == detector and f.severity != "note"]
+
+
+# ---------------------------------------------------------------- 1. prediction collapse
+
+def ratios(seq):
+    return [{"pred/std_ratio": r, "pred/std": r * 0.3, "gt/std": 0.3} for r in seq]
+
+
+@pytest.mark.parametrize("seq, fires_at", [
+    ([0.5, 0.6, 0.004, 0.004, 0.004, 0.004], 5),  # seed 002: std 0.005 vs 0.3, fires at the 3rd low check
+    ([0.01] * 8, 6),  # never spread from the start: twice the patience (it may still be starting)
+    ([0.01] * 5 + [0.3], None),  # a slow start that gets going
+    ([0.5, 0.0, 0.0008, 0.0, 0.0004], 4),  # noise below 1e-3 is not recovery
+    ([0.01, 0.017, 0.05, 0.48, 0.55, 0.9], None),  # healthy start: low but growing fast (measured on sequence)
+    ([0.8, 0.9, 0.95, 0.92, 0.97, 0.96], None),
+    ([0.5, 0.05, 0.5, 0.05, 0.5, 0.05], None),  # never persistent
+    ([0.5, 0.09, 0.095, 0.09, 0.2], 4),  # just under the limit, flat
+])
+def test_collapse_rule(seq, fires_at):
+    found = fired(feed_checks(Rules(), ratios(seq)), "collapse")
+    assert [i for i, _ in found] == ([fires_at] if fires_at else [])
+    if fires_at:
+        f = found[0][1]
+        assert f.severity == "failed" and "vs gt std 0.3" in f.evidence and f.checks in (3, 6)
+
+
+def test_collapse_waits_for_warmup_and_fires_once_per_episode():
+    rules = Rules(MonitorConfig(), warmup_steps=35)  # checks at steps 10, 20, 30 are warm-up
+    seq = [0.01] * 9 + [0.9] * 3 + [0.01] * 4
+    found = fired(feed_checks(rules, ratios(seq)), "collapse")
+    # judged from step 40 (check 4), never spread: 6 checks -> check 9; 3 clean checks end the episode;
+    # after spreading to 0.9 a fall is collapse after 3 checks -> check 15, and only once
+    assert [i for i, _ in found] == [9, 15]
+    assert found[0][1].onset_step == 40 and "never above 0.1" in found[0][1].evidence
+    assert "fell from 0.9 at step 100" in found[1][1].evidence
+
+
+def test_identical_predictions_on_fixed_val_inputs():
+    rules = Rules()
+    rows = [{"val/pred/std_ratio": 0.5, "health/fixed_std_ratio": x} for x in (0.3, 0.004, 0.003, 0.004)]
+    found = fired(feed_evals(rules, rows), "collapse")
+    assert [e for e, _ in found] == [4]
+    assert "fixed val inputs" in found[0][1].evidence
+
+
+def test_constant_targets_are_not_collapse():
+    rows = [{"pred/std_ratio": 0.0, "pred/std": 0.0, "gt/std": 0.0}] * 6
+    assert not fired(feed_checks(Rules(), rows), "collapse")
+
+
+# ---------------------------------------------------------------- 2. runaway loss weighting
+
+def kendall(sigmas, terms, total=None):
+    rows = []
+    for s, t in zip(sigmas, terms):
+        tot = total if total is not None else 0.5 * t / s ** 2 + math.log(s)
+        rows.append({"loss/sigma_reg": s, "train/loss_reg": t, "train/weighted/loss_reg": t / s ** 2,
+                     "train/loss": tot})
+    return rows
+
+
+def test_runaway_weight_fires_when_weight_collapses_and_term_stalls():
+    # seed 000: sigma grows without bound while the regression term stops falling; total goes negative
+    sig = [1, 1.5, 2.2, 3.3, 5, 7.5, 11, 16]
+    term = [1.0, 0.8, 0.7, 0.7, 0.72, 0.75, 0.78, 0.8]
+    found = fired(feed_checks(Rules(), kendall(sig, term)), "loss_weighting")
+    assert len(found) == 1
+    i, f = found[0]
+    assert f.severity == "failed" and f.subject == "reg" and i >= 4
+    assert "effective weight" in f.evidence and "train/loss_reg" in f.evidence
+
+
+def test_one_term_taking_over_starves_the_others():
+    # lanes with the seed's loss (docs/lanes.md): curv's weight grows without bound as its term -> 0,
+    # exist's share of the weight falls to ~0.2% while its BCE stops improving
+    rows = []
+    for i in range(10):
+        w = {"reg": 0.5 * 1.4 ** i, "exist": 0.5 * 1.1 ** i, "curv": 0.5 * 2.2 ** i}
+        row = {f"train/weight/{t}": v for t, v in w.items()}
+        row.update({f"loss/sigma_{t}": (0.5 / v) ** 0.5 for t, v in w.items()})
+        row.update({"train/loss_reg": 0.3 * 0.8 ** i, "train/loss_exist": 0.41 + 0.001 * i,
+                    "train/loss_curv": 1e-3 * 0.3 ** i, "train/loss": -1.0 - 0.5 * i})
+        rows.append(row)
+    found = fired(feed_checks(Rules(), rows), "loss_weighting")
+    assert [f.subject for _, f in found] == ["exist"]
+    assert "share of the learnable weight" in found[0][1].evidence and "train/weight/curv" in found[0][1].evidence
+
+
+def test_negative_total_of_a_converging_uncertainty_loss_is_a_note():
+    # sigma falls below 1 as the term falls: the total goes negative, weights rise, nothing runs away
+    sig = [1.0, 0.8, 0.6, 0.45, 0.35, 0.3, 0.28, 0.27]
+    term = [1.0, 0.6, 0.35, 0.2, 0.12, 0.09, 0.08, 0.075]
+    found = feed_checks(Rules(), kendall(sig, term))
+    assert not fired(found, "loss_weighting")
+    notes = [f for _, f in found if f.severity == "note"]
+    assert len(notes) == 1 and "negative total" in notes[0].title and "not a failure" in notes[0].title
+
+
+# ---------------------------------------------------------------- 3. stuck loss
+
+def terms(seq, key="loss_position", lr=1e-3):
+    return [{f"train/{key}": v, f"train/weighted/{key}": v, "train/loss": v + 1.4, "lr": lr} for v in seq]
+
+
+@pytest.mark.parametrize("seq, lr, fires_at", [
+    ([1.0] * 8, 1e-3, 6),  # seed 002: GIoU stuck at exactly 1.000: flat for 2 x patience checks
+    ([1.211, 0.9989, 0.999, 0.999, 0.999, 0.999, 0.999, 0.999], 1e-3, 7),  # after a first drop (puzzle GIoU)
+    ([1.0004, 1.0001, 0.9998, 1.0, 0.9999, 1.0002, 1.0], 1e-3, 6),
+    ([0.9829, 0.9821, 0.9824, 0.9796, 0.9712, 0.9602, 0.9443], 1e-3, None),  # dice at the start (occupancy)
+    ([1.0] * 8, 0.0, None),  # lr 0: flat by construction, not stuck
+    ([1.1, 0.6, 0.61, 0.6, 0.61, 0.6, 0.6], 1e-3, None),  # plateau with batch noise (seed 002 at 0.6)
+    ([1.0, 0.5, 0.1, 0.0201, 0.02005, 0.0201, 0.0201, 0.02], 1e-3, None),  # converged, with batch noise
+])
+def test_stuck_loss_rule(seq, lr, fires_at):
+    found = fired(feed_checks(Rules(), terms(seq, lr=lr)), "stuck_loss")
+    assert [i for i, _ in found] == ([fires_at] if fires_at else [])
+    if fires_at:
+        assert found[0][1].subject == "train/loss_position" and "flat at" in found[0][1].title
+
+
+# ---------------------------------------------------------------- 4. sparse-target collapse
+
+def occupancy(means, rate=0.0083, mx=None):
+    return [{"pred/occupancy_mean": m, "pred/occupancy_rate": 0.0, "target/occupancy_rate": rate,
+             "pred/occupancy_max": mx if mx is not None else min(1, 5 * m)} for m in means]
+
+
+@pytest.mark.parametrize("means, fires_at", [
+    ([0.5, 0.01, 0.0001, 0.0001, 0.0001], 5),  # seed 004: 0.5 -> 0.01 -> 0.0001 vs 0.83% occupancy
+    ([0.5, 0.02, 0.009, 0.008, 0.0085, 0.008], None),  # healthy: mean matches the rate
+    ([0.0005, 0.0008, 0.0012, 0.0019, 0.003], None),  # low but recovering by >1.5x per check
+])
+def test_sparse_collapse_rule(means, fires_at):
+    found = fired(feed_checks(Rules(), occupancy(means)), "sparse_collapse")
+    assert [i for i, _ in found] == ([fires_at] if fires_at else [])
+    if fires_at:
+        assert "vs target occupancy rate 0.83%" in found[0][1].evidence
+
+
+def test_sparse_max_never_reaching_threshold_on_validation():
+    rows = [{"val/target/occupancy_rate": 0.008, "val/pred/occupancy_max": m, "val/pred/occupancy_mean": 0.004,
+             "epoch/val_loss": 1.0, "epoch/train_loss": 1.0} for m in (0.3, 0.2, 0.1, 0.1)]
+    found = fired(feed_evals(Rules(), rows), "sparse_collapse")
+    assert [e for e, _ in found] == [3] and "never predicted" in found[0][1].title
+
+
+# ---------------------------------------------------------------- 5. rare class never predicted
+
+@pytest.mark.parametrize("recalls, fires_at", [
+    ([0.0, 0.0, 0.0, 0.0], 3),  # seed 003: done never predicted
+    ([0.0, 0.02, 0.04], 3),  # near zero counts
+    ([0.0, 0.0, 0.4, 0.9], None),  # a rare class that is learned by the 3rd evaluation
+    ([0.9, 1.0, 1.0], None),
+])
+def test_rare_class_rule(recalls, fires_at):
+    rules = Rules()
+    rules.set_class_balance({"done": {"train": 0.03, "val": 0.031}})
+    found = fired(feed_evals(rules, [{"val/done_recall": r, "val/target/done_rate": 0.03} for r in recalls]),
+                  "rare_class")
+    assert [e for e, _ in found] == ([fires_at] if fires_at else [])
+    if fires_at:
+        f = found[0][1]
+        assert "3% of train" in f.evidence and "(1-p)/p = 32" in " ".join(f.fixes)
+
+
+# ---------------------------------------------------------------- 6. overfitting
+
+@pytest.mark.parametrize("val, train, fires_at", [
+    ([1.0, 0.7, 0.6, 0.65, 0.8, 0.9, 1.1], [1.0, 0.6, 0.4, 0.3, 0.2, 0.15, 0.1], 6),  # seed 003 shape
+    ([1.0, 0.7, 0.6, 0.58, 0.57, 0.57, 0.56], [1.0, 0.6, 0.4, 0.3, 0.2, 0.15, 0.1], None),  # still improving
+    ([1.0, 0.7, 0.6, 0.7, 0.8, 0.9], [1.0, 0.6, 0.4, 0.5, 0.6, 0.7], None),  # both rise: divergence, not overfit
+    ([1.0, 0.6, 0.62, 0.61, 0.615, 0.6], [1.0, 0.6, 0.5, 0.45, 0.42, 0.4], None),  # plateau within the margin
+    ([2.1, 0.23, 0.26, 0.29, 0.33, 0.39], [2.1, 0.030, 0.040, 0.024, 0.025, 0.030], 5),  # train converged, noisy
+])
+def test_overfitting_rule(val, train, fires_at):
+    rows = [{"epoch/val_loss": v, "epoch/train_loss": t} for v, t in zip(val, train)]
+    found = fired(feed_evals(Rules(), rows), "overfitting")
+    assert [e for e, _ in found] == ([fires_at] if fires_at else [])
+    if fires_at:
+        assert "at epoch" in found[0][1].evidence and "gap" in found[0][1].evidence
+
+
+# ---------------------------------------------------------------- 7. gradient trouble
+
+def grads(totals, **heads):
+    rows = []
+    for i, g in enumerate(totals):
+        row = {"grad/total": g, "train/loss": 1.0}
+        row.update({f"grad/{h}": v[i] for h, v in heads.items()})
+        rows.append(row)
+    return rows
+
+
+def test_nonfinite_fires_at_once_including_vanished_nan_keys():
+    rows = grads([1.0, 0.9])
+    rows.append({"grad/total": math.inf, "train/loss": 1.0})
+    rows.append({"lr": 1e-3})  # read_host dropped NaN loss and grad norm
+    found = fired(feed_checks(Rules(), rows), "gradients")
+    assert [(i, f.subject) for i, f in found] == [(3, "nonfinite")]  # one episode, not two alerts
+
+
+def test_steps_skipped_by_the_trainer_count_as_non_finite():
+    rows = [{**r, "health/nonfinite_steps": n} for r, n in zip(grads([1.0, 0.9, 0.8, 0.8]), (0, 0, 2, 2))]
+    found = fired(feed_checks(Rules(), rows), "gradients")
+    assert [(i, f.subject) for i, f in found] == [(3, "nonfinite")] and "2 steps skipped" in found[0][1].evidence
+
+
+def test_explosion_relative_to_running_median():
+    found = fired(feed_checks(Rules(), grads([8.0, 2.0, 1.0, 0.3, 0.25, 0.3, 40.0, 0.3])), "gradients")
+    assert [(i, f.subject) for i, f in found] == [(7, "explosion")]
+    assert "x its running median" in found[0][1].evidence
+
+
+@pytest.mark.parametrize("head, fires_at", [
+    ([0.0] * 5, 3),  # done_weight 0: no gradient reaches the head
+    ([1e-6] * 5, 3),
+    ([0.02] * 5, None),  # small but alive (point head of the sequence task: ~0.1x the others)
+])
+def test_vanishing_head(head, fires_at):
+    rows = grads([1.0] * 5, backbone=[0.5] * 5, done_head=head)
+    found = [x for x in fired(feed_checks(Rules(), rows), "gradients") if x[1].subject == "done_head"]
+    assert [i for i, _ in found] == ([fires_at] if fires_at else [])
+
+
+# ---------------------------------------------------------------- rules as a whole
+
+def test_every_detector_is_documented_and_state_round_trips(tmp_path):
+    assert len({d.name for d in DETECTORS}) == 7 and all(d.doc for d in DETECTORS)
+    rules = Rules()
+    feed_checks(rules, ratios([0.5] + [0.01] * 3))
+    state = rules.state_dict()
+    path = tmp_path / "s.pt"
+    torch.save(state, path)
+    back = Rules()
+    back.load_state_dict(torch.load(path, weights_only=True))
+    assert back.state_dict() == state and back.status() == "failed"
+    # the restored rules continue the episode instead of alerting again
+    assert not fired(feed_checks(back, ratios([0.01] * 2), start=5), "collapse")
+    assert fired(feed_checks(rules, ratios([0.01] * 2), start=5), "collapse") == []
+
+
+def test_health_table_names_status_evidence_and_fixes():
+    f = Finding("collapse", "failed", "predictions", 300, 2.5, "prediction collapse", "pred std 0.004 vs gt std 0.29",
+                ["a cause"], ["a fix"], 250, 3)
+    table = health_table([f], {"done": {"train": 0.03}})
+    assert "FAILED (1 failures" in table and "pred std 0.004 vs gt std 0.29" in table and "a fix" in table
+    assert "done 3% of train" in table and "overfitting" in table  # every detector listed
+    assert Finding.from_dict(json.loads(json.dumps(f.to_dict()))) == f
+
+
+def test_replay_of_logged_rows_matches_live_rules():
+    seq = [0.5] + [0.01] * 5
+    rows = [{"_step": i * LOG, "epoch": i / 10, "lr": 1e-3, **r} for i, r in enumerate(ratios(seq), 1)]
+    rows.insert(3, {"_step": 30, "epoch": 1, "epoch/val_loss": 1.0, "epoch/train_loss": 1.0})
+    live = Rules()
+    feed_checks(live, ratios(seq))
+    assert live.findings
+    assert [f.step for f in replay(rows).findings] == [f.step for f in live.findings]
+
+
+# ---------------------------------------------------------------- real runs (CLI, offline W&B read back)
+
+TINY_SEQ = ["--config", "configs/sequence_demo.yaml", "--no-progress", "--data.image_size=32", "--data.min_objects=2",
+            "--data.max_objects=4", "--data.radius=2", "--data.train_size=256", "--data.val_size=64",
+            "--model.width=12", "--train.batch_size=16", "--train.log_every=4", "--train.epochs=4",
+            "--optim.lr=1e-2", "--optim.warmup_steps=8", "--viz.n_samples=2"]
+
+
+def test_collapse_run_alerts_tags_stops_and_marks_checkpoint(out_dir):
+    """The seed-000 end state (the position term weighted to 0): the monitor names the collapse and the
+    head without gradient, alerts once per episode, tags the run and stops with a marked checkpoint."""
+    args = TINY_SEQ + [f"--out_dir={out_dir}", "--loss.spatial_weight=0", "--monitor.on_failure=stop", "--wandb"]
+    proc = run_cli("runner.train", *args, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "[health] FAILED collapse" in out and "never above 0.1 since the start" in out
+    assert "[health] WARNING gradients" in out and "point_head" in out
+    assert "status: FAILED" in out and "stopped       : health monitor (collapse" in out  # the end-of-run table
+    run_dir = next(out_dir.glob("sequence-*"))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["health/status"] == "failed" and summary["epochs_completed"] < 4
+    found = {(f["detector"], f["subject"]) for f in summary["health/findings"]}
+    assert {("collapse", "predictions"), ("gradients", "point_head")} <= found
+    assert summary["health/class_balance"]["done"]["train"] > 0
+
+    wb = find_wandb_run(run_dir)
+    records = inspect_records(wb)
+    alerts = [r["alert"] for r in records if r.get("type") == "alert"]
+    assert len(alerts) == len(summary["health/findings"]) and len({a["title"] for a in alerts}) == len(alerts)
+    assert any(a["level"] == "ERROR" and "collapse" in a["title"] for a in alerts)
+    tags = [r["run"].get("tags", []) for r in records if r.get("type") == "run"][-1]
+    assert {"health:collapse", "health:gradients", "health:failed"} <= set(tags)
+    hist = [r["history"]["item"] for r in records if r.get("type") == "history"]
+    assert max(h.get("health/collapse", 0) for h in hist) == 2 and "health/level" in hist[-1]
+    wsum = inspect_summary(wb)
+    assert "failed" in json.dumps(wsum)
+
+    from runner.checkpoint import load
+    marked = load(run_dir / "checkpoints" / "health_stop.pt")  # weights_only=True
+    assert marked["health"]["status"] == "failed" and marked["health_stop"]["detector"] == "collapse"
+    latest = load(run_dir / "checkpoints" / "latest.pt")
+    assert latest["health"]["status"] == "failed"
+    assert latest["callbacks"]["health"]["findings"][0]["detector"] in ("collapse", "gradients")
+
+    # resume refuses the collapsed checkpoint (issue 6 builds on the mark)
+    again = run_cli("runner.train", *args, "--resume", str(run_dir / "checkpoints" / "health_stop.pt"))
+    assert again.returncode == 2 and "health monitor" in again.stderr
+
+    # the table of the finished run, from its files and from the W&B run (replayed from its history)
+    table = run_cli("runner.health", str(run_dir))
+    assert table.returncode == 0 and "status: FAILED" in table.stdout and "recorded by the monitor" in table.stdout
+    replayed = run_cli("runner.health", str(wb), "--replay", "--json")
+    assert replayed.returncode == 0, replayed.stderr
+    steps = {(f["detector"], f["subject"], f["step"]) for f in json.loads(replayed.stdout)}
+    assert steps == {(f["detector"], f["subject"], f["step"]) for f in summary["health/findings"]}
+
+
+def test_health_cli_user_errors(tmp_path):
+    proc = run_cli("runner.health", str(tmp_path / "missing"))
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
+    proc = run_cli("runner.health", str(tmp_path))
+    assert proc.returncode == 2 and "not a run directory" in proc.stderr
+
+
+def test_check_data_reports_balance_and_warns_on_a_starved_head():
+    base = ["--config", "configs/sequence_demo.yaml", "--max-samples", "200", "--data.image_size=32",
+            "--data.sampling=balanced", "--data.balanced_done_rate=0.02"]
+    proc = run_cli("runner.check_data", *base)
+    assert proc.returncode == 0, proc.stderr
+    assert "split train: 4096 samples (200 checked)" in proc.stdout and "class balance  positive" in proc.stdout
+    assert "target spread" in proc.stdout and "WARNING train done: only" in proc.stdout
+    assert "loss.done_weight is 3.0" in proc.stdout
+    assert run_cli("runner.check_data", *base, "--strict").returncode == 1
+    bad = run_cli("runner.check_data", *base, "--loss.done_wieght=3")
+    assert bad.returncode == 2 and "done_weight" in bad.stderr and bad.stderr.strip().count("\n") == 0
+
+
+def test_suite_subset_detects_failures_without_false_alarm(tmp_path):
+    """bench/health_suite.py on its tiny scale: two failure scenarios and a healthy one."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "health_suite.py"), "--scale", "tiny", "--seeds", "1",
+                           "--only", "no_spatial_term", "no_done_term", "healthy_default", "--no-overhead",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = {r["scenario"]: r for r in json.loads((tmp_path / "results.json").read_text())["runs"]}
+    assert runs["no_spatial_term"]["produced"] and runs["no_spatial_term"]["detected"]
+    assert runs["no_done_term"]["produced"] and runs["no_done_term"]["detected"]
+    assert runs["no_done_term"]["lag"] <= 2
+    assert runs["healthy_default"]["false_positive"] is False, runs["healthy_default"]["findings"]
+    assert "## Recall per failure type" in proc.stdout
