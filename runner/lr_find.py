@@ -150,7 +150,8 @@ def plot(result: RangeTest, title: str, width: int = 760, height: int = 460) -> 
     x0, x1 = math.log10(result.start_lr), math.log10(result.end_lr)
     if ok.any():
         i_min = int(np.nanargmin(np.where(ok, sm, np.nan)))
-        lo = float(np.nanmin(np.where(ok, sm, np.nan)))
+        fin = np.isfinite(raw[:i_min + 1])
+        lo = float(min(np.nanmin(np.where(ok, sm, np.nan)), raw[:i_min + 1][fin].min() if fin.any() else np.inf))
         hi = float(max(sm[0], np.nanmax(sm[:i_min + 1])))
     else:
         lo, hi = 0.0, 1.0
