@@ -155,11 +155,7 @@ def warnings_for(split: str, name: str, f: Field, loss_cfg: dict[str, Any]) -> l
             out.append(f"{split} {name}: constant over the checked samples: a regression head has nothing to learn")
         elif flat_dims:
             out.append(f"{split} {name}: dimensions {flat_dims} are constant; predict the others only")
-    elif kind == "integer" and len(f.values) <= CATEGORIES and f.n:
-        rare = [v for v, c in f.values.items() if c / f.n < RARE / 2]
-        if rare:
-            out.append(f"{split} {name}: classes {rare} hold under {pct(RARE / 2)} of samples each")
-    return out
+    return out  # integer fields may be counts as well as classes: reported, never warned about
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -359,7 +359,8 @@ def test_health_cli_user_errors(tmp_path):
 
 def test_check_data_reports_balance_and_warns_on_a_starved_head():
     base = ["--config", "configs/sequence_demo.yaml", "--max-samples", "200", "--data.image_size=32",
-            "--data.sampling=balanced", "--data.balanced_done_rate=0.02"]
+            "--data.min_objects=2", "--data.max_objects=4", "--data.sampling=balanced",
+            "--data.balanced_done_rate=0.02"]
     proc = run_cli("runner.check_data", *base)
     assert proc.returncode == 0, proc.stderr
     assert "split train: 4096 samples (200 checked)" in proc.stdout and "class balance  positive" in proc.stdout
