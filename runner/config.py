@@ -167,18 +167,23 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml_file(path: str | Path, what: str) -> Any:
+    """yaml.safe_load a file; a missing or malformed file is a UserError naming it (and line, column)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"config file {str(path)!r} does not exist")
+        raise UserError(f"{what} {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise UserError(f"config file {str(path)!r} is not valid YAML at {where}: {e.problem}") from None
+        raise UserError(f"{what} {str(path)!r} is not valid YAML at {where}: {e.problem}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+        raise UserError(f"{what} {str(path)!r} is not valid YAML: {e}") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    data = read_yaml_file(path, "config file")
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from runner.config import build_config, get_dotted, load_config, parse_overrides, to_dict, valid_keys
+from runner.config import (build_config, get_dotted, load_config, parse_overrides, read_yaml_file, to_dict,
+                           valid_keys)
 from runner.errors import UserError
 
 METHODS = ("grid", "random", "bayes")
@@ -454,16 +454,7 @@ def load_sweep(path: str | Path, sets: dict[str, Any] | None = None, check_metri
     """Read and validate a sweep file; `sets` are extra config overrides (--set) applied to every run."""
     path = Path(path)
     where = f"sweep file {str(path)!r}"
-    if not path.is_file():
-        raise UserError(f"{where} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{where} is not valid YAML{at}: {e.problem}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"{where} is not valid YAML: {e}") from None
+    raw = read_yaml_file(path, "sweep file")
     if not isinstance(raw, dict) or not raw:
         raise UserError(f"{where} must hold a mapping (method, metric, parameters, command)")
     unknown = sorted(set(raw) - TOP_KEYS)
