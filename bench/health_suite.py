@@ -81,7 +81,7 @@ def first_judged(rows: list[dict], warmup: int) -> int:
     return next((i for i, r in enumerate(rows) if r["_step"] > warmup), len(rows))
 
 
-def oracle_collapse(rows, evals, warmup):
+def oracle_collapse(rows, evals, warmup, summary):
     low = [r.get("pred/std_ratio", 1.0) < RULES.collapse_ratio for r in rows]
     return at(sustained(low, first_judged(rows, warmup), K), "checks")
 
@@ -90,12 +90,12 @@ def at(index: int | None, unit: str) -> tuple[int, str] | None:
     return None if index is None else (index, unit)
 
 
-def oracle_rare(rows, evals, warmup):
+def oracle_rare(rows, evals, warmup, summary):
     recall = [e.get("val/done_recall", 1.0) <= RULES.rare_recall for e in evals]
     return at(sustained(recall, 0, RULES.eval_patience), "evaluations")
 
 
-def oracle_overfit(rows, evals, warmup):
+def oracle_overfit(rows, evals, warmup, summary):
     vals = [e["epoch/val_loss"] for e in evals]
     if len(vals) < 2:
         return None
@@ -108,7 +108,9 @@ def oracle_overfit(rows, evals, warmup):
     return at(onset if final_worse and not shared else None, "evaluations")
 
 
-def oracle_gradients(rows, evals, warmup):
+def oracle_gradients(rows, evals, warmup, summary):
+    if "non-finite" in str(summary.get("stop_reason", "")):
+        return 0, "checks"  # the trainer stopped on non-finite steps (possibly before the first log)
     bad = []
     for i, r in enumerate(rows):
         past = [x["grad/total"] for x in rows[max(0, i - 8):i] if "grad/total" in x]
@@ -120,7 +122,7 @@ def oracle_gradients(rows, evals, warmup):
     return at(sustained(bad, 0, 1), "checks")
 
 
-def oracle_stuck(rows, evals, warmup):
+def oracle_stuck(rows, evals, warmup, summary):
     keys = [k for k in rows[0] if k.startswith("train/weighted/")] if rows else []
     for key in [k.replace("weighted/", "") for k in keys]:
         v = [r.get(key, math.nan) for r in rows]
@@ -132,7 +134,7 @@ def oracle_stuck(rows, evals, warmup):
     return None
 
 
-def oracle_sparse(rows, evals, warmup):
+def oracle_sparse(rows, evals, warmup, summary):
     """Mean probability far below the positive rate (checks), or no validation element ever
     reaching 0.5 while positives exist (evaluations)."""
     names = [k[len("target/"):-len("_rate")] for k in (rows[0] if rows else {}) if k.startswith("target/")]
@@ -148,7 +150,7 @@ def oracle_sparse(rows, evals, warmup):
     return None
 
 
-def oracle_weighting(rows, evals, warmup):
+def oracle_weighting(rows, evals, warmup, summary):
     """A term's share of the learnable weight (train/weight/<t>) below weight_drop x its first share."""
     keys = [k for k in (rows[0] if rows else {}) if k.startswith("train/weight/")]
     if not keys:
@@ -207,8 +209,10 @@ SCENARIOS: list[Scenario] = [
              ("gradients",), oracle_gradients),
     Scenario("lanes_uncertainty", "lanes", "failure",
              "the seed's learnable uncertainty weights (configs/lanes_seed_broken.yaml, lr 2e-2): the "
-             "smoothness weight runs away and the existence term is switched off (seed 000)",
-             LANES, "loss_weighting", ("loss_weighting",), oracle_weighting, config="configs/lanes_seed_broken.yaml"),
+             "smoothness weight runs away and the existence term is switched off (seed 000); constant lr so "
+             "that 320 steps do what the config's 1152 cosine steps do",
+             {**LANES, "optim.schedule": "constant"}, "loss_weighting", ("loss_weighting",), oracle_weighting,
+             config="configs/lanes_seed_broken.yaml"),
     Scenario("puzzle_giou", "puzzle", "failure",
              "the seed's GIoU-only loss on x1y1x2y2 through a sigmoid head (loss.kind=giou, model.head=regress, "
              "model.box_format=xyxy): seed 002, position loss stuck at 1.000",
@@ -324,21 +328,24 @@ def warmup_of(run_dir: str) -> int:
     return int(w if w is not None else cfg["optim"]["warmup_steps"])
 
 
-def replayed_findings(run_dir: str) -> list[dict]:
+def replayed_findings(run_dir: str, recorded: list[dict]) -> list[dict]:
     """The findings the current rules give on a finished run's logged statistics (python -m runner.health
-    --replay): lets runs made before a rule change be scored with the rules as they are now."""
+    --replay): lets runs made before a rule change be scored with the rules as they are now. Recorded
+    findings after the last logged row (the trainer's non-finite stop) cannot be replayed and are kept."""
     from runner.health.__main__ import read_run, rules_config
     from runner.health.detectors import replay
 
     rows, summary, config, _ = read_run(Path(run_dir))
     cfg, warm = rules_config(config)
-    return [f.to_dict() for f in replay(rows, cfg, warm, summary.get("health/class_balance") or None).findings]
+    last = max((r.get("_step", 0) for r in rows), default=-1)
+    found = [f.to_dict() for f in replay(rows, cfg, warm, summary.get("health/class_balance") or None).findings]
+    return found + [f for f in recorded if f["step"] > last]
 
 
 def score(sc: Scenario, res: RunResult, use_replay: bool = False) -> dict[str, Any]:
     """Per-run verdict: detected / false positive / lag in checks (or evaluations) from onset."""
     if use_replay:
-        res.findings = replayed_findings(res.run_dir)
+        res.findings = replayed_findings(res.run_dir, res.findings)
     real = [f for f in res.findings if f["severity"] != "note"]
     out: dict[str, Any] = {"scenario": sc.name, "seed": res.seed, "kind": sc.kind, "run_dir": res.run_dir,
                            "findings": [(f["detector"], f["subject"], f["step"]) for f in real],
@@ -348,14 +355,15 @@ def score(sc: Scenario, res: RunResult, use_replay: bool = False) -> dict[str, A
         return out
     rows, evals = load_rows(res.run_dir)
     warmup = warmup_of(res.run_dir)
-    onset = sc.oracle(rows, evals, warmup) if sc.oracle else None
+    summary = json.loads((Path(res.run_dir) / "summary.json").read_text())
+    onset = sc.oracle(rows, evals, warmup, summary) if sc.oracle else None
     out["produced"] = onset is not None
     hits = sorted((f for f in real if f["detector"] in sc.expect), key=lambda f: f["step"])
     out["detected"] = bool(hits)
     if hits:
         unit = onset[1] if onset else ("evaluations" if sc.failure in EVAL_LEVEL else "checks")
         seq = evals if unit == "evaluations" else rows
-        index = [next((i for i, r in enumerate(seq) if r["_step"] >= f["step"]), len(seq) - 1) for f in hits]
+        index = [next((i for i, r in enumerate(seq) if r["_step"] >= f["step"]), max(0, len(seq) - 1)) for f in hits]
         out["alert_step"], out["alert_index"], out["unit"] = hits[0]["step"], index[0], unit
         if onset is not None:
             out["onset_index"] = onset[0]
