@@ -387,3 +387,25 @@ def test_suite_subset_detects_failures_without_false_alarm(tmp_path):
     assert runs["no_done_term"]["lag"] <= 2
     assert runs["healthy_default"]["false_positive"] is False, runs["healthy_default"]["findings"]
     assert "## Recall per failure type" in proc.stdout
+
+
+def test_class_balance_is_measured_from_any_dataset_the_task_is_given():
+    """A dataset without the generator's fast path (on disk, in memory) is measured from its samples."""
+    from runner.config import load_config
+    from runner.health.monitor import class_balance
+    from runner.tasks import build_task
+
+    cfg = load_config("configs/sequence_demo.yaml", {"data.image_size": 32, "data.min_objects": 2,
+                                                     "data.max_objects": 4})
+    task = build_task(cfg)
+    done = [1.0 if i % 4 == 0 else 0.0 for i in range(40)]  # 25% positive
+
+    class Plain(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(done)
+
+        def __getitem__(self, i):
+            return {"done": torch.tensor(done[i])}
+
+    task.dataset = lambda split: Plain()
+    assert class_balance(task) == {"done": {"train": 0.25, "val": 0.25}}
