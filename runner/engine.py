@@ -36,6 +36,8 @@ class RunState:
     best_epoch: int | None = None
     stop_reason: str | None = None
     nonfinite_steps: int = 0
+    data_seconds: float = 0.0  # time the training loop waited for batches (this process, since start)
+    step_seconds: float = 0.0  # time of the training steps themselves (to the host: async on a GPU)
     last_train: dict[str, float] = field(default_factory=dict)
     last_val: dict[str, float] = field(default_factory=dict)
 
@@ -343,6 +345,7 @@ class Trainer:
                 break
             t_ready = time.perf_counter()
             t_data += t_ready - t_last
+            st.data_seconds += t_ready - t_last
             batch = move(batch, self.device, self.channels_last)
             n = batch_size_of(batch)
             terms, norms, outputs = self.train_step(batch)
@@ -359,6 +362,7 @@ class Trainer:
             bar.update(1)
             t_last = time.perf_counter()
             t_step += t_last - t_ready
+            st.step_seconds += t_last - t_ready
             if st.step % self.log_every == 0:
                 stop = torch.tensor(float(self.interrupt_reason is not None), device=self.device)
                 values = self._read(meter, stats, extra={"_max_consec": self._max_consec, "_stop": stop,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+DATA_SHARE_WARN = 0.10  # the training loop waiting for data this much of the time is worth a line
 REPORT_KEYS = ("val/loss", "val/pixel_error", "val/pred/std_ratio", "val/pred/mean", "val/gt/std")
 
 
@@ -19,6 +20,10 @@ def print_run_report(run_dir: Path, wandb_dir: str | None, summary: dict, last_v
         base = summary.get("baseline/" + key[4:])
         extra = f"   (mean-target baseline {base:.4g})" if isinstance(base, (int, float)) else ""
         lines.append(f"  {key:<24} {last_val[key]:.4g}{extra}")
+    share = summary.get("perf/data_share")
+    if isinstance(share, float) and share > DATA_SHARE_WARN:
+        lines.append(f"data loading  : {share:.0%} of the training loop waited for batches "
+                     f"(train.num_workers={summary.get('perf/num_workers')}); more DataLoader workers would hide it")
     health = summary.get("health/table")
     if health:
         lines += ["health:", health]

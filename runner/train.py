@@ -165,6 +165,10 @@ def fit(cfg, resume: str | None = None, progress: bool = True, force: bool = Fal
             signal.signal(sig, handler)
         summary = {**tracker.summary, "best_epoch": trainer.state.best_epoch, "best_metric": trainer.state.best_metric,
                    "epochs_completed": trainer.state.epoch, "stop_reason": trainer.state.stop_reason or "completed"}
+        st = trainer.state
+        if st.data_seconds + st.step_seconds > 0:
+            summary["perf/data_share"] = st.data_seconds / (st.data_seconds + st.step_seconds)
+            summary["perf/num_workers"] = cfg.train.num_workers
         tracker.set_summary(summary)
         wandb_dir = tracker.wandb_dir
         tracker.finish(exit_code)
