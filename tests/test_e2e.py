@@ -77,7 +77,7 @@ def test_summary_holds_best_val_loss_config_and_tags(tiny_run):
     # define_metric(summary="min") keeps the best, not the last, value
     assert f'{min(val_losses)}'[:8] in text
     assert (run_dir / "config.yaml").is_file() and (run_dir / "metrics.jsonl").is_file()
-    assert 0.0 <= s["perf/data_share"] <= 1.0 and s["perf/num_workers"] == 1  # the preset's one worker
+    assert 0.0 <= s["summary"]["perf/data_share"] <= 1.0 and s["summary"]["perf/num_workers"] == 1  # one worker
 
 
 def test_terminal_report_says_where_the_run_is(tiny_run):
