@@ -110,17 +110,24 @@ def oracle_overfit(rows, evals, warmup, summary):
 
 
 def oracle_gradients(rows, evals, warmup, summary):
+    """Non-finite values or a spike (> explode_factor x the running median) count at once; a head whose
+    gradient is vanishingly small next to the largest other head's must stay so for `patience` checks."""
     if "non-finite" in str(summary.get("stop_reason", "")):
         return 0, "checks"  # the trainer stopped on non-finite steps (possibly before the first log)
-    bad = []
+    at_once, vanish = [], {}
     for i, r in enumerate(rows):
         past = [x["grad/total"] for x in rows[max(0, i - 8):i] if "grad/total" in x]
         g = r.get("grad/total", math.nan)
         spike = len(past) >= 3 and g > RULES.explode_factor * statistics.median(past)
-        heads = [v for k, v in r.items() if k.startswith("grad/") and k != "grad/total"]
-        vanish = r["_step"] > warmup and len(heads) >= 2 and min(heads) < RULES.vanish_ratio * max(heads)
-        bad.append(not math.isfinite(g) or "train/loss" not in r or spike or vanish)
-    return at(sustained(bad, 0, 1), "checks")
+        at_once.append(not math.isfinite(g) or "train/loss" not in r or spike)
+        heads = {k: v for k, v in r.items() if k.startswith("grad/") and k != "grad/total"}
+        for h, v in heads.items():
+            others = [w for k, w in heads.items() if k != h]
+            vanish.setdefault(h, [False] * i).append(
+                r["_step"] > warmup and bool(others) and v < RULES.vanish_ratio * max(others))
+    onsets = [sustained(at_once, 0, 1)] + [sustained(seq, 0, K) for seq in vanish.values()]
+    onsets = [o for o in onsets if o is not None]
+    return at(min(onsets) if onsets else None, "checks")
 
 
 def oracle_stuck(rows, evals, warmup, summary):

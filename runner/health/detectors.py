@@ -245,8 +245,9 @@ class PredictionCollapse(Detector):
         return not recovering
 
     def patience(self, key: str, limit: float) -> int:
-        """A model that has never spread its predictions may still be starting: twice the patience.
-        One whose predictions spread and then fell together has collapsed: the plain patience."""
+        """A model that has never spread its predictions may still be starting: twice the patience for the
+        failure (a warning comes at the plain patience). One whose predictions spread and then fell
+        together has collapsed: the plain patience."""
         return self.cfg.patience if self.peak.get(key, (0.0, 0))[0] >= limit else 2 * self.cfg.patience
 
     def history(self, key: str, limit: float) -> str:
@@ -259,16 +260,26 @@ class PredictionCollapse(Detector):
             return []
         key, limit = "pred/std_ratio", self.cfg.collapse_ratio
         holds = self.low(key, ratio, limit, step) and self.warm(step)
+        never = self.peak.get(key, (0.0, 0))[0] < limit
+        found = []
+        # never spread since the start: a warning after `patience` checks (not learning yet, or collapsed
+        # from the start), the failure after twice that; spread and then fell together: failed at once
+        early = self.judge("not_spreading", "train", holds and never, step, epoch, self.cfg.patience)
         s = self.judge("predictions", "train", holds, step, epoch, self.patience(key, limit))
-        if not s:
-            return []
-        ev = (f"pred std {fmt(values.get('pred/std', math.nan))} vs gt std {fmt(values.get('gt/std', math.nan))} "
-              f"(ratio {fmt(ratio)} < {limit}) for {s.count} checks since step {s.onset_step} "
-              f"({self.history(key, limit)}); "
-              f"pred range [{fmt(values.get('pred/min', math.nan))}, {fmt(values.get('pred/max', math.nan))}]")
-        return [self.finding("failed", "predictions", step, epoch,
-                             f"prediction collapse: pred/std_ratio {fmt(ratio)}", ev, self.causes(values),
-                             COLLAPSE_FIXES, s, {"pred/std_ratio": ratio})]
+        for sev, streak in (("warning", early), ("failed", s)):
+            if not streak:
+                continue
+            ev = (f"pred std {fmt(values.get('pred/std', math.nan))} vs gt std {fmt(values.get('gt/std', math.nan))} "
+                  f"(ratio {fmt(ratio)} < {limit}) for {streak.count} checks since step {streak.onset_step} "
+                  f"({self.history(key, limit)}); "
+                  f"pred range [{fmt(values.get('pred/min', math.nan))}, {fmt(values.get('pred/max', math.nan))}]")
+            title = (f"prediction collapse: pred/std_ratio {fmt(ratio)}" if sev == "failed" else
+                     f"predictions identical for every input since the start (pred/std_ratio {fmt(ratio)}): "
+                     f"not learning yet, or collapsed")
+            found.append(self.finding(sev, "predictions" if sev == "failed" else "not_spreading", step, epoch,
+                                      title, ev, self.causes(values), COLLAPSE_FIXES, streak,
+                                      {"pred/std_ratio": ratio}))
+        return found
 
     def evaluation(self, step, epoch, metrics):
         ratio = metrics.get("val/pred/std_ratio")
@@ -433,7 +444,8 @@ class RunawayWeighting(Detector):
 # ---------------------------------------------------------------- 3. stuck loss
 
 class StuckLoss(Detector):
-    """A loss term flat to `stuck_tol` (relative spread (max - min) / |mean|) over 2 x `patience` checks,
+    """A loss term flat to `stuck_tol` (relative spread (max - min) / |mean|) over `patience` checks (a
+    warning) and over 2 x `patience` checks (the failure),
     all after the warm-up, at a non-zero learning rate. A mean over log_every batches that does not move
     by 0.1% for that long is neither being optimized nor reacting to its inputs (batch-to-batch noise
     alone moves a converged loss by more): the term has no usable gradient (seed 002: GIoU at 1.000)."""
@@ -464,19 +476,23 @@ class StuckLoss(Detector):
                 continue
             first = self.first.setdefault(key, v)
             self.hist.push(key, v)
-            n = self.window
-            window, steps, lrs = self.hist.get(key)[-n:], self.hist.get("_step")[-n:], self.hist.get("_lr")[-n:]
-            holds = False
-            if len(window) == n and steps[0] > self.warmup_steps and min(lrs) > 0:
-                mean = sum(window) / n
-                holds = abs(mean) > 1e-8 and max(window) - min(window) <= self.cfg.stuck_tol * abs(mean)
-            s = self.judge(key, "train", holds, step, epoch, 1)  # the window itself is the persistence
-            if s:
+            # flat for `patience` checks: a warning; for twice that: the failure (a loss that is only
+            # creeping, e.g. dice at the start of a sparse task, moves by more over the longer window)
+            for sev, n, subject in (("warning", self.cfg.patience, f"{key}:flat"), ("failed", self.window, key)):
+                window, steps = self.hist.get(key)[-n:], self.hist.get("_step")[-n:]
+                lrs = self.hist.get("_lr")[-n:]
+                holds = False
+                if len(window) == n and steps[0] > self.warmup_steps and min(lrs) > 0:
+                    mean = sum(window) / n
+                    holds = abs(mean) > 1e-8 and max(window) - min(window) <= self.cfg.stuck_tol * abs(mean)
+                if not self.judge(subject, "train", holds, step, epoch, 1):  # the window is the persistence
+                    continue
                 mean = sum(window) / n
                 ev = (f"{key} = {fmt(mean)} (spread {fmt(max(window) - min(window))}, under {self.cfg.stuck_tol:g} "
                       f"of it) for {n} checks since step {steps[0]} at lr {fmt(lr)}; first value {fmt(first)}")
                 found.append(self.finding(
-                    "failed", key, step, epoch, f"stuck loss: {key} flat at {mean:.3f}", ev,
+                    sev, subject, step, epoch, f"stuck loss: {key} flat at {mean:.3f}" +
+                    ("" if sev == "failed" else f" for {n} checks"), ev,
                     ["the term has no usable gradient at the current predictions (seed 002: GIoU of "
                      "non-overlapping boxes stuck at 1.000)", "a saturated output (sigmoid at 0 or 1) or dead ReLUs"],
                     ["CIoU/DIoU + SmoothL1 instead of GIoU (seed 002: ~12x stronger gradients without overlap)",
