@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -182,6 +183,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--max-batch", type=int, default=8, help="batch = min(preset batch, this)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per size (default 5, quick 3)")
+    p.add_argument("--max-step-seconds", type=float, default=60.0,
+                   help="skip a size whose predicted step (from the growth so far) would take over half this")
     p.add_argument("--budget", type=float, default=None, help="seconds of timed steps per size (default 30, quick 12)")
     p.add_argument("--markdown", type=Path, help="write the table here")
     p.add_argument("--json", type=Path, help="write the rows here")
@@ -201,7 +204,17 @@ def main(argv=None) -> int:
     print(f"scaling on {args.device}: tasks {', '.join(tasks)}; {load_text()}", flush=True)
     rows = []
     for task in tasks:
+        prev = None  # (pixels or voxels, step seconds) of the previous size
         for over in sizes(task, args.quick):
+            n = math.prod(next(iter(over.values()))) if "grid" in over else math.prod(over.values())
+            if prev and prev[1] > 0:
+                # predict from the growth so far (at least linear in the pixels); skip what cannot finish
+                guess = prev[1] * (n / prev[0]) ** max(1.0, prev[2])
+                if guess * 2 > args.max_step_seconds:
+                    print(f"{task} {label(over)}: skipped (about {guess:.0f} s per step predicted; "
+                          f"--max-step-seconds {args.max_step_seconds:g})", flush=True)
+                    rows.append({"task": task, "size": label(over), "skipped": guess})
+                    continue
             cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", task, "--over", json.dumps(over),
                    "--device", args.device, "--max-batch", str(args.max_batch), "--steps", str(args.steps),
                    "--budget", str(args.budget)]
@@ -214,6 +227,8 @@ def main(argv=None) -> int:
                 continue
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             row["load"] = os.getloadavg()[0]
+            exponent = math.log(row["step_s"] / prev[1]) / math.log(n / prev[0]) if prev and prev[1] > 0 else 1.0
+            prev = (n, row["step_s"], exponent)
             rows.append(row)
             print(f"{task:<10} {row['size']:>12} batch {row['batch']}: {row['step_s'] * 1e3:9.1f} ms/step "
                   f"({row['steps']} steps), peak {row['peak_bytes'] / 2**20:8.1f} MiB above the "
@@ -235,6 +250,9 @@ def main(argv=None) -> int:
              "| task | size | batch | model params | sample (KiB) | step (ms) | steps timed | peak memory (MiB) | "
              "saved for backward (MiB) | load |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['task']} | {r['size']} | | | | skipped: ~{r['skipped']:.0f} s/step predicted | | | | |")
+            continue
         if "error" in r:
             lines.append(f"| {r['task']} | {r['size']} | | | | failed: {r['error'][:80]} | | | | |")
             continue
