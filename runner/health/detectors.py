@@ -245,9 +245,10 @@ class PredictionCollapse(Detector):
         return not recovering
 
     def patience(self, key: str, limit: float) -> int:
-        """A model that has never spread its predictions may still be starting: twice the patience for the
-        failure (a warning comes at the plain patience). One whose predictions spread and then fell
-        together has collapsed: the plain patience."""
+        """A model that has never spread its predictions may still be starting: twice the patience.
+        One whose predictions spread and then fell together has collapsed: the plain patience.
+        (A warning at the plain patience for the first case was measured: it alerted in healthy runs
+        whose predictions took 4-8 checks after the warm-up to spread; docs/health.md.)"""
         return self.cfg.patience if self.peak.get(key, (0.0, 0))[0] >= limit else 2 * self.cfg.patience
 
     def history(self, key: str, limit: float) -> str:
@@ -260,26 +261,16 @@ class PredictionCollapse(Detector):
             return []
         key, limit = "pred/std_ratio", self.cfg.collapse_ratio
         holds = self.low(key, ratio, limit, step) and self.warm(step)
-        never = self.peak.get(key, (0.0, 0))[0] < limit
-        found = []
-        # never spread since the start: a warning after `patience` checks (not learning yet, or collapsed
-        # from the start), the failure after twice that; spread and then fell together: failed at once
-        early = self.judge("not_spreading", "train", holds and never, step, epoch, self.cfg.patience)
         s = self.judge("predictions", "train", holds, step, epoch, self.patience(key, limit))
-        for sev, streak in (("warning", early), ("failed", s)):
-            if not streak:
-                continue
-            ev = (f"pred std {fmt(values.get('pred/std', math.nan))} vs gt std {fmt(values.get('gt/std', math.nan))} "
-                  f"(ratio {fmt(ratio)} < {limit}) for {streak.count} checks since step {streak.onset_step} "
-                  f"({self.history(key, limit)}); "
-                  f"pred range [{fmt(values.get('pred/min', math.nan))}, {fmt(values.get('pred/max', math.nan))}]")
-            title = (f"prediction collapse: pred/std_ratio {fmt(ratio)}" if sev == "failed" else
-                     f"predictions identical for every input since the start (pred/std_ratio {fmt(ratio)}): "
-                     f"not learning yet, or collapsed")
-            found.append(self.finding(sev, "predictions" if sev == "failed" else "not_spreading", step, epoch,
-                                      title, ev, self.causes(values), COLLAPSE_FIXES, streak,
-                                      {"pred/std_ratio": ratio}))
-        return found
+        if not s:
+            return []
+        ev = (f"pred std {fmt(values.get('pred/std', math.nan))} vs gt std {fmt(values.get('gt/std', math.nan))} "
+              f"(ratio {fmt(ratio)} < {limit}) for {s.count} checks since step {s.onset_step} "
+              f"({self.history(key, limit)}); "
+              f"pred range [{fmt(values.get('pred/min', math.nan))}, {fmt(values.get('pred/max', math.nan))}]")
+        return [self.finding("failed", "predictions", step, epoch,
+                             f"prediction collapse: pred/std_ratio {fmt(ratio)}", ev, self.causes(values),
+                             COLLAPSE_FIXES, s, {"pred/std_ratio": ratio})]
 
     def evaluation(self, step, epoch, metrics):
         ratio = metrics.get("val/pred/std_ratio")
@@ -524,7 +515,9 @@ SPARSE_FIXES = ["focal loss (alpha 0.99, gamma 2) + dice + mean-matching with we
 class SparseCollapse(Detector):
     """Mean predicted probability of a sparse target below `sparse_ratio` x the target's positive rate
     and not growing, for `patience` checks after warm-up. At evaluations, for targets without a recall
-    metric: no validation element reaches the decision threshold (val/pred/<r>_max < 0.5)."""
+    metric: no validation element reaches the decision threshold (val/pred/<r>_max < 0.5). A target
+    with a validation recall (a class per sample, like done) is the rare-class rule's once the first
+    evaluation has shown it: its per-check rate comes from a handful of positives."""
 
     name = "sparse_collapse"
     doc = "mean predicted probability far below the target's positive rate; max never reaches 0.5"
@@ -532,10 +525,13 @@ class SparseCollapse(Detector):
     def __init__(self, cfg, warmup_steps=0):
         super().__init__(cfg, warmup_steps)
         self.prev: dict[str, float] = {}
+        self.classes: set[str] = set()  # targets with a validation recall: the rare-class rule's
 
     def check(self, step, epoch, values):
         found = []
         for r in rate_names(values):
+            if r in self.classes:
+                continue
             t, m = values.get(f"target/{r}_rate"), values.get(f"pred/{r}_mean")
             if not (finite(t) and finite(m)):
                 continue
@@ -561,6 +557,7 @@ class SparseCollapse(Detector):
         found = []
         for r in rate_names(metrics, "val/"):
             if f"val/{r}_recall" in metrics:
+                self.classes.add(r)  # from now on at checks too
                 continue  # the rare-class rule judges targets that have a recall metric
             t, mx = metrics.get(f"val/target/{r}_rate"), metrics.get(f"val/pred/{r}_max")
             if not (finite(t) and finite(mx)):
@@ -577,10 +574,11 @@ class SparseCollapse(Detector):
         return found
 
     def extra_state(self):
-        return {"prev": dict(self.prev)}
+        return {"prev": dict(self.prev), "classes": sorted(self.classes)}
 
     def load_extra_state(self, state):
         self.prev = dict(state.get("prev", {}))
+        self.classes = set(state.get("classes", []))
 
 
 # ---------------------------------------------------------------- 5. rare class never predicted
