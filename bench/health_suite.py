@@ -114,17 +114,19 @@ def oracle_gradients(rows, evals, warmup, summary):
     gradient is vanishingly small next to the largest other head's must stay so for `patience` checks."""
     if "non-finite" in str(summary.get("stop_reason", "")):
         return 0, "checks"  # the trainer stopped on non-finite steps (possibly before the first log)
-    at_once, vanish = [], {}
+    at_once, vanish, learned = [], {}, set()
     for i, r in enumerate(rows):
         past = [x["grad/total"] for x in rows[max(0, i - 8):i] if "grad/total" in x]
         g = r.get("grad/total", math.nan)
         spike = len(past) >= 3 and g > RULES.explode_factor * statistics.median(past)
         at_once.append(not math.isfinite(g) or "train/loss" not in r or spike)
         heads = {k: v for k, v in r.items() if k.startswith("grad/") and k != "grad/total"}
-        for h, v in heads.items():
+        for h, v in heads.items():  # cut off: exactly zero, or tiny without ever having had a usable gradient
             others = [w for k, w in heads.items() if k != h]
-            vanish.setdefault(h, [False] * i).append(
-                r["_step"] > warmup and bool(others) and v < RULES.vanish_ratio * max(others))
+            tiny = bool(others) and v < RULES.vanish_ratio * max(others)
+            if others and not tiny:
+                learned.add(h)
+            vanish.setdefault(h, [False] * i).append(r["_step"] > warmup and tiny and (v == 0 or h not in learned))
     onsets = [sustained(at_once, 0, 1)] + [sustained(seq, 0, K) for seq in vanish.values()]
     onsets = [o for o in onsets if o is not None]
     return at(min(onsets) if onsets else None, "checks")

@@ -268,6 +268,9 @@ def test_explosion_relative_to_running_median():
     ([0.0] * 5, 3),  # done_weight 0: no gradient reaches the head
     ([1e-6] * 5, 3),
     ([0.02] * 5, None),  # small but alive (point head of the sequence task: ~0.1x the others)
+    # converged (puzzle size head, targets that vary little): a usable gradient first, then a tiny one
+    ([0.02, 0.007, 6e-5, 5e-5, 5e-5, 5e-5], None),
+    ([0.02, 0.007, 0.0, 0.0, 0.0], 5),  # cut off after learning (dead ReLUs): exactly zero still fires
 ])
 def test_vanishing_head(head, fires_at):
     rows = grads([1.0] * 5, backbone=[0.5] * 5, done_head=head)

@@ -686,7 +686,8 @@ class Overfitting(Detector):
 class GradientTrouble(Detector):
     """Non-finite loss or gradient norm (read_host drops NaN, so a vanished key counts) at once;
     grad/total or train/loss above `explode_factor` x its running median; a head whose gradient norm
-    stays below `vanish_ratio` x the largest head's for `patience` checks after warm-up."""
+    stays below `vanish_ratio` x the largest other head's for `patience` checks after warm-up, if it is
+    exactly zero or the head has never had more (a head whose gradient shrank there has converged)."""
 
     name = "gradients"
     doc = "non-finite loss/gradients, exploding norms, or a head with (almost) no gradient"
@@ -696,6 +697,7 @@ class GradientTrouble(Detector):
         super().__init__(cfg, warmup_steps)
         self.hist = History(self.WINDOW)
         self.seen: set[str] = set()
+        self.learned: set[str] = set()  # heads that have had a gradient >= vanish_ratio x the largest other's
         self.skipped = 0.0  # the engine's count of skipped non-finite steps (health/nonfinite_steps)
 
     def check(self, step, epoch, values):
@@ -743,7 +745,12 @@ class GradientTrouble(Detector):
         if len(heads) >= 2:
             for h, g in heads.items():
                 others = max(v for k, v in heads.items() if k != h)
-                holds = others > 0 and g < self.cfg.vanish_ratio * others and self.warm(step)
+                tiny = others > 0 and g < self.cfg.vanish_ratio * others
+                if others > 0 and not tiny:
+                    self.learned.add(h)
+                # a head that has had a usable gradient and now gets a tiny one has usually converged (e.g. a
+                # target that varies little); one that never had one, or gets exactly none, is cut off
+                holds = tiny and (g == 0 or h not in self.learned) and self.warm(step)
                 s = self.judge(h, "train", holds, step, epoch, self.cfg.patience)
                 if s:
                     top = max((k for k in heads if k != h), key=heads.get)
@@ -762,11 +769,13 @@ class GradientTrouble(Detector):
         return found
 
     def extra_state(self):
-        return {"hist": self.hist.state(), "seen": sorted(self.seen), "skipped": self.skipped}
+        return {"hist": self.hist.state(), "seen": sorted(self.seen), "skipped": self.skipped,
+                "learned": sorted(self.learned)}
 
     def load_extra_state(self, state):
         self.hist.load(state.get("hist", {}))
         self.seen = set(state.get("seen", []))
+        self.learned = set(state.get("learned", []))
         self.skipped = float(state.get("skipped", 0.0))
 
 
