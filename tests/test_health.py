@@ -138,12 +138,12 @@ def terms(seq, key="loss_position", lr=1e-3):
 
 
 @pytest.mark.parametrize("seq, lr, fires", [
-    # seed 002: GIoU stuck at exactly 1.000: a warning when flat for `patience` checks, failed at twice that
-    ([1.0] * 8, 1e-3, [(3, "warning"), (6, "failed")]),
-    ([1.211, 0.9989, 0.999, 0.999, 0.999, 0.999, 0.999, 0.999], 1e-3, [(4, "warning"), (7, "failed")]),
-    ([1.0004, 1.0001, 0.9998, 1.0, 0.9999, 1.0002, 1.0], 1e-3, [(3, "warning"), (6, "failed")]),
-    # dice creeping down at the start (occupancy): flat to 0.1% over 3 checks, not over 6
-    ([0.9829, 0.9821, 0.9824, 0.9796, 0.9712, 0.9602, 0.9443], 1e-3, [(3, "warning")]),
+    ([1.0] * 8, 1e-3, [(6, "failed")]),  # seed 002: GIoU stuck at exactly 1.000: flat for 2 x patience checks
+    ([1.211, 0.9989, 0.999, 0.999, 0.999, 0.999, 0.999, 0.999], 1e-3, [(7, "failed")]),  # after a first drop
+    ([1.0004, 1.0001, 0.9998, 1.0, 0.9999, 1.0002, 1.0], 1e-3, [(6, "failed")]),
+    ([0.9829, 0.9821, 0.9824, 0.9796, 0.9712, 0.9602, 0.9443], 1e-3, []),  # dice at the start (occupancy)
+    # dice creeping down mid-run (healthy occupancy, measured): flat to 0.06% over 3 checks by chance
+    ([0.91371, 0.90902, 0.90872, 0.90847, 0.90253, 0.89655, 0.90463, 0.89314], 1e-3, []),
     ([1.0] * 8, 0.0, []),  # lr 0: flat by construction, not stuck
     ([1.1, 0.6, 0.61, 0.6, 0.61, 0.6, 0.6], 1e-3, []),  # plateau with batch noise (seed 002 at 0.6)
     ([1.0, 0.5, 0.1, 0.0201, 0.02005, 0.0201, 0.0201, 0.02], 1e-3, []),  # converged, with batch noise
@@ -152,7 +152,7 @@ def test_stuck_loss_rule(seq, lr, fires):
     found = fired(feed_checks(Rules(), terms(seq, lr=lr)), "stuck_loss")
     assert [(i, f.severity) for i, f in found] == fires
     for _, f in found:
-        assert f.subject.startswith("train/loss_position") and "flat at" in f.title
+        assert f.subject == "train/loss_position" and "flat at" in f.title
 
 
 # ---------------------------------------------------------------- 4. sparse-target collapse

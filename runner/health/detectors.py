@@ -435,8 +435,7 @@ class RunawayWeighting(Detector):
 # ---------------------------------------------------------------- 3. stuck loss
 
 class StuckLoss(Detector):
-    """A loss term flat to `stuck_tol` (relative spread (max - min) / |mean|) over `patience` checks (a
-    warning) and over 2 x `patience` checks (the failure),
+    """A loss term flat to `stuck_tol` (relative spread (max - min) / |mean|) over 2 x `patience` checks,
     all after the warm-up, at a non-zero learning rate. A mean over log_every batches that does not move
     by 0.1% for that long is neither being optimized nor reacting to its inputs (batch-to-batch noise
     alone moves a converged loss by more): the term has no usable gradient (seed 002: GIoU at 1.000)."""
@@ -467,9 +466,9 @@ class StuckLoss(Detector):
                 continue
             first = self.first.setdefault(key, v)
             self.hist.push(key, v)
-            # flat for `patience` checks: a warning; for twice that: the failure (a loss that is only
-            # creeping, e.g. dice at the start of a sparse task, moves by more over the longer window)
-            for sev, n, subject in (("warning", self.cfg.patience, f"{key}:flat"), ("failed", self.window, key)):
+            # flat over 2 x patience checks: a loss that is only creeping (dice in a sparse task) can be flat
+            # to 0.1% over 3 checks by chance (measured: docs/health.md), hardly over 6
+            for sev, n, subject in (("failed", self.window, key),):
                 window, steps = self.hist.get(key)[-n:], self.hist.get("_step")[-n:]
                 lrs = self.hist.get("_lr")[-n:]
                 holds = False
@@ -482,8 +481,7 @@ class StuckLoss(Detector):
                 ev = (f"{key} = {fmt(mean)} (spread {fmt(max(window) - min(window))}, under {self.cfg.stuck_tol:g} "
                       f"of it) for {n} checks since step {steps[0]} at lr {fmt(lr)}; first value {fmt(first)}")
                 found.append(self.finding(
-                    sev, subject, step, epoch, f"stuck loss: {key} flat at {mean:.3f}" +
-                    ("" if sev == "failed" else f" for {n} checks"), ev,
+                    sev, subject, step, epoch, f"stuck loss: {key} flat at {mean:.3f}", ev,
                     ["the term has no usable gradient at the current predictions (seed 002: GIoU of "
                      "non-overlapping boxes stuck at 1.000)", "a saturated output (sigmoid at 0 or 1) or dead ReLUs"],
                     ["CIoU/DIoU + SmoothL1 instead of GIoU (seed 002: ~12x stronger gradients without overlap)",
