@@ -468,25 +468,25 @@ class StuckLoss(Detector):
             self.hist.push(key, v)
             # flat over 2 x patience checks: a loss that is only creeping (dice in a sparse task) can be flat
             # to 0.1% over 3 checks by chance (measured: docs/health.md), hardly over 6
-            for sev, n, subject in (("failed", self.window, key),):
-                window, steps = self.hist.get(key)[-n:], self.hist.get("_step")[-n:]
-                lrs = self.hist.get("_lr")[-n:]
-                holds = False
-                if len(window) == n and steps[0] > self.warmup_steps and min(lrs) > 0:
-                    mean = sum(window) / n
-                    holds = abs(mean) > 1e-8 and max(window) - min(window) <= self.cfg.stuck_tol * abs(mean)
-                if not self.judge(subject, "train", holds, step, epoch, 1):  # the window is the persistence
-                    continue
+            n = self.window
+            window, steps = self.hist.get(key)[-n:], self.hist.get("_step")[-n:]
+            lrs = self.hist.get("_lr")[-n:]
+            holds = False
+            if len(window) == n and steps[0] > self.warmup_steps and min(lrs) > 0:
                 mean = sum(window) / n
-                ev = (f"{key} = {fmt(mean)} (spread {fmt(max(window) - min(window))}, under {self.cfg.stuck_tol:g} "
-                      f"of it) for {n} checks since step {steps[0]} at lr {fmt(lr)}; first value {fmt(first)}")
-                found.append(self.finding(
-                    sev, subject, step, epoch, f"stuck loss: {key} flat at {mean:.3f}", ev,
-                    ["the term has no usable gradient at the current predictions (seed 002: GIoU of "
-                     "non-overlapping boxes stuck at 1.000)", "a saturated output (sigmoid at 0 or 1) or dead ReLUs"],
-                    ["CIoU/DIoU + SmoothL1 instead of GIoU (seed 002: ~12x stronger gradients without overlap)",
-                     "center+size parameterization of boxes", "check the head's activation; change the learning rate"],
-                    Streak(n, steps[0], epoch), {key: v, "lr": lr}))
+                holds = abs(mean) > 1e-8 and max(window) - min(window) <= self.cfg.stuck_tol * abs(mean)
+            if not self.judge(key, "train", holds, step, epoch, 1):  # the window is the persistence
+                continue
+            mean = sum(window) / n
+            ev = (f"{key} = {fmt(mean)} (spread {fmt(max(window) - min(window))}, under {self.cfg.stuck_tol:g} "
+                  f"of it) for {n} checks since step {steps[0]} at lr {fmt(lr)}; first value {fmt(first)}")
+            found.append(self.finding(
+                "failed", key, step, epoch, f"stuck loss: {key} flat at {mean:.3f}", ev,
+                ["the term has no usable gradient at the current predictions (seed 002: GIoU of "
+                 "non-overlapping boxes stuck at 1.000)", "a saturated output (sigmoid at 0 or 1) or dead ReLUs"],
+                ["CIoU/DIoU + SmoothL1 instead of GIoU (seed 002: ~12x stronger gradients without overlap)",
+                 "center+size parameterization of boxes", "check the head's activation; change the learning rate"],
+                Streak(n, steps[0], epoch), {key: v, "lr": lr}))
         return found
 
     def extra_state(self):
