@@ -139,8 +139,11 @@ def terms(seq, key="loss_position", lr=1e-3):
 
 @pytest.mark.parametrize("seq, lr, fires", [
     ([1.0] * 8, 1e-3, [(6, "failed")]),  # seed 002: GIoU stuck at exactly 1.000: flat for 2 x patience checks
-    ([1.211, 0.9989, 0.999, 0.999, 0.999, 0.999, 0.999, 0.999], 1e-3, [(7, "failed")]),  # after a first drop
+    # after a first drop: the drop is the window's one outlier, 5 of 6 checks flat
+    ([1.211, 0.9989, 0.999, 0.999, 0.999, 0.999, 0.999, 0.999], 1e-3, [(6, "failed")]),
     ([1.0004, 1.0001, 0.9998, 1.0, 0.9999, 1.0002, 1.0], 1e-3, [(6, "failed")]),
+    # the seed-002 shape measured on puzzle: GIoU pinned at 0.99896 with one spike per window
+    ([1.2014, 0.99896, 0.99895, 1.00278, 0.99896, 0.99897, 0.99895, 0.99896], 1e-3, [(7, "failed")]),
     ([0.9829, 0.9821, 0.9824, 0.9796, 0.9712, 0.9602, 0.9443], 1e-3, []),  # dice at the start (occupancy)
     # dice creeping down mid-run (healthy occupancy, measured): flat to 0.06% over 3 checks by chance
     ([0.91371, 0.90902, 0.90872, 0.90847, 0.90253, 0.89655, 0.90463, 0.89314], 1e-3, []),

@@ -435,7 +435,8 @@ class RunawayWeighting(Detector):
 # ---------------------------------------------------------------- 3. stuck loss
 
 class StuckLoss(Detector):
-    """A loss term flat to `stuck_tol` (relative spread (max - min) / |mean|) over 2 x `patience` checks,
+    """A loss term flat to `stuck_tol` (relative spread (max - min, the highest and lowest value left out)
+    / |median|) over 2 x `patience` checks,
     all after the warm-up, at a non-zero learning rate. A mean over log_every batches that does not move
     by 0.1% for that long is neither being optimized nor reacting to its inputs (batch-to-batch noise
     alone moves a converged loss by more): the term has no usable gradient (seed 002: GIoU at 1.000)."""
@@ -472,14 +473,18 @@ class StuckLoss(Detector):
             window, steps = self.hist.get(key)[-n:], self.hist.get("_step")[-n:]
             lrs = self.hist.get("_lr")[-n:]
             holds = False
+            # the spread without the window's highest and lowest value: one spike (seed 002's GIoU sat at
+            # 0.99896 with an odd 1.0028) does not make a stuck loss move
+            core = sorted(window)[1:-1]
             if len(window) == n and steps[0] > self.warmup_steps and min(lrs) > 0:
-                mean = sum(window) / n
-                holds = abs(mean) > 1e-8 and max(window) - min(window) <= self.cfg.stuck_tol * abs(mean)
+                mid = statistics.median(window)
+                holds = abs(mid) > 1e-8 and core[-1] - core[0] <= self.cfg.stuck_tol * abs(mid)
             if not self.judge(key, "train", holds, step, epoch, 1):  # the window is the persistence
                 continue
-            mean = sum(window) / n
-            ev = (f"{key} = {fmt(mean)} (spread {fmt(max(window) - min(window))}, under {self.cfg.stuck_tol:g} "
-                  f"of it) for {n} checks since step {steps[0]} at lr {fmt(lr)}; first value {fmt(first)}")
+            mean = statistics.median(window)
+            ev = (f"{key} = {fmt(mean)} (spread {fmt(core[-1] - core[0])} without the highest and lowest check, "
+                  f"under {self.cfg.stuck_tol:g} of it) for {n} checks since step {steps[0]} at lr {fmt(lr)} "
+                  f"(range {fmt(min(window))}..{fmt(max(window))}); first value {fmt(first)}")
             found.append(self.finding(
                 "failed", key, step, epoch, f"stuck loss: {key} flat at {mean:.3f}", ev,
                 ["the term has no usable gradient at the current predictions (seed 002: GIoU of "
