@@ -31,13 +31,13 @@ import yaml
 from tqdm import tqdm
 
 from runner import viz
-from runner.config import load_config, parse_overrides, to_dict
+from runner.config import load_config, to_dict
 from runner.engine import Trainer, move
 from runner.errors import UserError, exit_on_user_error
 from runner.tasks import build_task
 from runner.tracking import Tracker, new_run_id
 from runner.build import make_loaders, make_optimizer, resolve_device, seed_everything
-from runner.train import FLAG_KEYS, build_parser
+from runner.train import build_parser, cli_overrides
 
 SMOOTH_BETA = 0.98  # EMA of the loss, bias-corrected (fastai / Lightning)
 DROP_FRACTION = 0.1  # the stable range starts once the loss has made this share of its total drop
@@ -235,11 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--steps must be at least 5, got {args.steps}")
         if args.diverge <= 1:
             raise UserError(f"--diverge must be > 1, got {args.diverge:g}")
-        overrides = parse_overrides(rest)
-        if args.wandb:
-            overrides["wandb.enabled"] = True
-        overrides.update({k: getattr(args, f) for f, k in FLAG_KEYS.items() if getattr(args, f) is not None})
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, cli_overrides(args, rest))
         if args.print_config:
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
             return 0

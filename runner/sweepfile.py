@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 
-from runner.config import (build_config, get_dotted, load_config, parse_overrides, read_yaml_file, to_dict,
+from runner.config import (build_config, get_dotted, load_config, read_yaml_file, to_dict,
                            valid_keys)
 from runner.errors import UserError
 
@@ -243,7 +243,7 @@ def strip_keys(tokens: list[str], keys: set[str]) -> list[str]:
 
 def resolve_cli(tokens: list[str]):
     """(args, overrides) exactly as runner.train.main reads an argv."""
-    from runner.train import FLAG_KEYS, build_parser
+    from runner.train import build_parser, cli_overrides
 
     parser = build_parser()
     parser.exit_on_error = False
@@ -251,11 +251,7 @@ def resolve_cli(tokens: list[str]):
         args, rest = parser.parse_known_args(tokens)
     except Exception as e:  # argparse.ArgumentError
         raise UserError(str(e)) from None
-    overrides = parse_overrides(rest)
-    if args.wandb:
-        overrides["wandb.enabled"] = True
-    overrides.update({key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None})
-    return args, overrides
+    return args, cli_overrides(args, rest)
 
 
 # ---------------------------------------------------------------- metric names

@@ -220,14 +220,19 @@ def restore(trainer: Trainer, state: dict, criterion) -> None:
         raise UserError(f"checkpoint cannot restore the run state: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
 
 
+def cli_overrides(args, rest: list[str]) -> dict:
+    """Config overrides from a parsed command line: `--a.b=v` tokens, then --wandb and the named flags."""
+    overrides = parse_overrides(rest)
+    if args.wandb:
+        overrides["wandb.enabled"] = True
+    overrides.update({key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None})
+    return overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     with exit_on_user_error("runner.train"):
         args, rest = build_parser().parse_known_args(argv)
-        overrides = parse_overrides(rest)
-        if args.wandb:
-            overrides["wandb.enabled"] = True
-        overrides.update({key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None})
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, cli_overrides(args, rest))
         if args.print_config:
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
             return 0
