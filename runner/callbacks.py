@@ -9,11 +9,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import default_collate
 
 from runner import checkpoint as ckpt
+from runner.data import spread_indices
 from runner.engine import move
 from runner.viz import grid
 
@@ -85,9 +85,8 @@ class Overlays(Callback):
 
     def __init__(self, tracker, dataset, n_samples: int, every: int = 1):
         self.tracker, self.every = tracker, every
-        n = min(n_samples, len(dataset))
-        idx = np.linspace(0, len(dataset) - 1, n).round().astype(int) if n else []
-        self.batch = default_collate([dataset[int(i)] for i in idx]) if n else None
+        idx = spread_indices(len(dataset), n_samples)
+        self.batch = default_collate([dataset[i] for i in idx]) if idx else None
         self.last_path: Path | None = None
 
     @torch.no_grad()

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from runner.config import load_config, parse_overrides
+from runner.data import spread_indices
 from runner.errors import UserError, exit_on_user_error
 from runner.tasks import build_task
 
@@ -83,8 +84,8 @@ class Field:
 
 
 def scan(ds, max_samples: int, batch_size: int = 32) -> tuple[int, dict[str, Field]]:
-    n = min(len(ds), max_samples)
-    idx = np.linspace(0, len(ds) - 1, n).round().astype(int).tolist() if n else []
+    idx = spread_indices(len(ds), max_samples)
+    n = len(idx)
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, idx), batch_size=batch_size)
     fields: dict[str, Field] = {}
     for batch in loader:

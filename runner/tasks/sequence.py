@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from runner import viz
 from runner.config import Section
+from runner.data import spread_indices
 from runner.data.synthetic.sequence import SequenceDataset, SequenceSpec
 from runner.losses.pointer import PointerLoss
 from runner.models.pointer import PointerNet
@@ -121,7 +122,6 @@ class SequenceTask(Task):
         ds = self.dataset(split)
         if hasattr(ds, "done_rate"):  # the synthetic generator knows it without building images
             return {"samples": len(ds), "done_rate": ds.done_rate()}
-        n = min(len(ds), 2000)  # any other dataset (on disk, in memory): measure from its samples
-        idx = np.linspace(0, len(ds) - 1, n).astype(int) if n else []
-        done = [float(ds[int(i)]["done"]) for i in idx]
+        # any other dataset (on disk, in memory): measure from its samples
+        done = [float(ds[i]["done"]) for i in spread_indices(len(ds), 2000)]
         return {"samples": len(ds), "done_rate": float(np.mean(done)) if done else 0.0}
