@@ -345,7 +345,6 @@ class Trainer:
                 break
             t_ready = time.perf_counter()
             t_data += t_ready - t_last
-            st.data_seconds += t_ready - t_last
             batch = move(batch, self.device, self.channels_last)
             n = batch_size_of(batch)
             terms, norms, outputs = self.train_step(batch)
@@ -362,7 +361,6 @@ class Trainer:
             bar.update(1)
             t_last = time.perf_counter()
             t_step += t_last - t_ready
-            st.step_seconds += t_last - t_ready
             if st.step % self.log_every == 0:
                 stop = torch.tensor(float(self.interrupt_reason is not None), device=self.device)
                 values = self._read(meter, stats, extra={"_max_consec": self._max_consec, "_stop": stop,
@@ -380,11 +378,13 @@ class Trainer:
                 self.emit("on_log", st.step, values)
                 meter.reset()
                 stats.reset()
+                st.data_seconds, st.step_seconds = st.data_seconds + t_data, st.step_seconds + t_step
                 t_data = t_step = 0.0
                 interval_samples = 0
             # under DDP every rank must stop at the same step: they agree at the log interval
             if self.should_stop or (self.interrupt_reason and (not self.distributed or st.step % self.log_every == 0)):
                 break
+        st.data_seconds, st.step_seconds = st.data_seconds + t_data, st.step_seconds + t_step  # the last part
         out = self._read(epoch_meter)
         out["_samples"] = samples
         return out

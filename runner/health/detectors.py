@@ -475,18 +475,16 @@ class StuckLoss(Detector):
             holds = False
             # the spread without the window's highest and lowest value: one spike (seed 002's GIoU sat at
             # 0.99896 with an odd 1.0028) does not make a stuck loss move
-            core = sorted(window)[1:-1]
+            core, mid = sorted(window)[1:-1], statistics.median(window)
             if len(window) == n and steps[0] > self.warmup_steps and min(lrs) > 0:
-                mid = statistics.median(window)
                 holds = abs(mid) > 1e-8 and core[-1] - core[0] <= self.cfg.stuck_tol * abs(mid)
             if not self.judge(key, "train", holds, step, epoch, 1):  # the window is the persistence
                 continue
-            mean = statistics.median(window)
-            ev = (f"{key} = {fmt(mean)} (spread {fmt(core[-1] - core[0])} without the highest and lowest check, "
+            ev = (f"{key} = {fmt(mid)} (spread {fmt(core[-1] - core[0])} without the highest and lowest check, "
                   f"under {self.cfg.stuck_tol:g} of it) for {n} checks since step {steps[0]} at lr {fmt(lr)} "
                   f"(range {fmt(min(window))}..{fmt(max(window))}); first value {fmt(first)}")
             found.append(self.finding(
-                "failed", key, step, epoch, f"stuck loss: {key} flat at {mean:.3f}", ev,
+                "failed", key, step, epoch, f"stuck loss: {key} flat at {mid:.3f}", ev,
                 ["the term has no usable gradient at the current predictions (seed 002: GIoU of "
                  "non-overlapping boxes stuck at 1.000)", "a saturated output (sigmoid at 0 or 1) or dead ReLUs"],
                 ["CIoU/DIoU + SmoothL1 instead of GIoU (seed 002: ~12x stronger gradients without overlap)",
