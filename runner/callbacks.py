@@ -1,7 +1,10 @@
 """Small stateful callbacks; the Trainer calls on_<phase> hooks, each callback keeps its own state.
 
-Order matters and is fixed by train.py: EarlyStopping (decides best) -> Overlays -> Checkpointing
--> Tracking (logs the epoch's metrics after the others added theirs).
+Their order does not matter: on_log / on_epoch_end receive the values (their own copy) and return
+the dict of what they add; the trainer merges the returns and only then hands the merged values
+to the sinks (`sink = True`: Checkpointing, Tracking). EarlyStopping owns the best epoch and
+answers `is_best(epoch)`; Checkpointing asks it. A callback that wants a checkpoint calls
+`trainer.save_checkpoint(reason, extra, name)`.
 """
 from __future__ import annotations
 
@@ -20,10 +23,11 @@ from runner.viz import grid
 
 class Callback:
     state_key: str = ""
+    sink: bool = False  # sinks get the merged values after every other callback returned its additions
 
     def on_fit_start(self, trainer) -> None: ...
-    def on_log(self, trainer, step: int, values: dict[str, float]) -> None: ...
-    def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None: ...
+    def on_log(self, trainer, step: int, values: dict[str, float]) -> dict[str, float] | None: ...
+    def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, float]) -> dict[str, float] | None: ...
     def on_fit_end(self, trainer) -> None: ...
     def on_interrupt(self, trainer, reason: str) -> None: ...
     def on_exception(self, trainer, exc: BaseException) -> None: ...
@@ -48,36 +52,60 @@ class EarlyStopping(Callback):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.monitor, self.mode, self.patience, self.min_delta, self.enabled = monitor, mode, patience, min_delta, enabled
         self.wait = 0
+        self.best_metric: float | None = None
+        self.best_epoch: int | None = None
+        self.judged: int | None = None  # the last epoch judged
 
     def improved(self, value: float, best: float | None) -> bool:
         if best is None:
             return True
         return value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta
 
-    def on_epoch_end(self, trainer, epoch, metrics):
-        st = trainer.state
+    def on_fit_start(self, trainer):
+        st = trainer.state  # a checkpoint written before this callback kept the best itself
+        if self.best_epoch is None and st.best_epoch is not None:
+            self.best_metric, self.best_epoch = st.best_metric, st.best_epoch
+
+    def judge(self, trainer, epoch: int, metrics) -> None:
+        """Decide once per epoch whether it is the best so far (idempotent: whoever asks first decides)."""
+        if self.judged == epoch:
+            return
         if self.monitor not in metrics:
             raise KeyError(f"early stopping monitors {self.monitor!r}, which was not logged; "
                            f"available: {sorted(k for k in metrics if not k.startswith('_'))}")
         value = metrics[self.monitor]
         if not math.isfinite(value):
             self.wait += 1
-        elif self.improved(value, st.best_metric):
-            st.best_metric, st.best_epoch = value, epoch
+        elif self.improved(value, self.best_metric):
+            self.best_metric, self.best_epoch = value, epoch
             self.wait = 0
         else:
             self.wait += 1
-        metrics["epoch/best_epoch"] = st.best_epoch if st.best_epoch is not None else math.nan
+        self.judged = epoch
+        st = trainer.state  # the run's record (summary, checkpoint header)
+        st.best_metric, st.best_epoch = self.best_metric, self.best_epoch
+
+    def is_best(self, trainer, epoch: int, metrics) -> bool:
+        """Is `epoch` the best so far? (Checkpointing asks this for best.pt.)"""
+        self.judge(trainer, epoch, metrics)
+        return self.best_epoch == epoch
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        self.judge(trainer, epoch, metrics)
         if self.enabled and self.wait >= self.patience:
-            st.stop_reason = (f"early stopping: {self.monitor} has not improved for {self.wait} epochs; "
-                              f"best {st.best_metric:.4g} at epoch {st.best_epoch}")
+            trainer.state.stop_reason = (f"early stopping: {self.monitor} has not improved for {self.wait} epochs; "
+                                         f"best {self.best_metric:.4g} at epoch {self.best_epoch}")
             trainer.should_stop = True
+        return {"epoch/best_epoch": self.best_epoch if self.best_epoch is not None else math.nan}
 
     def state_dict(self):
-        return {"wait": self.wait}
+        return {"wait": self.wait, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
+                "judged": self.judged}
 
     def load_state_dict(self, state):
         self.wait = int(state["wait"])
+        self.best_metric, self.best_epoch = state.get("best_metric"), state.get("best_epoch")
+        self.judged = state.get("judged")
 
 
 class Overlays(Callback):
@@ -111,13 +139,17 @@ class Overlays(Callback):
 
 
 class Checkpointing(Callback):
-    """Save latest every epoch, best on a new best, periodic every `save_every`; upload as artifacts."""
+    """Save latest every epoch, best when early stopping says so, periodic every `save_every`; upload
+    as artifacts. A sink: it runs after the other callbacks, so the checkpoint holds their state."""
+
+    sink = True
 
     def __init__(self, store: ckpt.CheckpointStore, tracker, config: dict, run_id: str, save_every: int = 1,
-                 upload: bool = True, criterion=None, extra_state=None):
+                 upload: bool = True, criterion=None, extra_state=None, best=None):
         self.store, self.tracker, self.config, self.run_id = store, tracker, config, run_id
         self.save_every, self.upload, self.criterion = save_every, upload, criterion
         self.extra_state = extra_state or (lambda: {})
+        self.best = best  # answers is_best(trainer, epoch, metrics) (EarlyStopping)
 
     def full_state(self, trainer, **marks) -> dict[str, Any]:
         st = trainer.state
@@ -136,7 +168,7 @@ class Checkpointing(Callback):
         }
 
     def on_epoch_end(self, trainer, epoch, metrics):
-        is_best = trainer.state.best_epoch == epoch
+        is_best = self.best is not None and self.best.is_best(trainer, epoch, metrics)
         periodic = epoch % self.save_every == 0
         state = self.full_state(trainer, val_metrics={k: v for k, v in metrics.items() if isinstance(v, float)})
         paths = self.store.save(state, periodic_epoch=epoch if periodic else None, best=is_best)
@@ -146,17 +178,25 @@ class Checkpointing(Callback):
                     "val_loss": metrics.get("epoch/val_loss"), "config": self.config}
             self.tracker.log_checkpoint(paths[0], aliases, meta)
 
-    def save_latest(self, trainer, reason: str) -> Path:
-        """Save (and upload) latest.pt now, mid-epoch if need be, marked with the reason."""
-        path = self.store.save(self.full_state(trainer, interrupted=reason))[0]
+    def save_checkpoint(self, trainer, reason: str, extra: dict[str, Any], name: str | None = None) -> Path:
+        """latest.pt now (mid-epoch if need be) with `extra`, and a copy as `name` if given; the copy
+        (or latest.pt) is uploaded with the alias `reason`. Serves trainer.save_checkpoint."""
+        state = self.full_state(trainer, **extra)
+        path = self.store.save(state)[0]
+        if name is not None:
+            path = ckpt.save_atomic({"format_version": ckpt.FORMAT_VERSION, **state}, self.store.dir / name)
         if self.upload and self.tracker.enabled:
             try:
-                self.tracker.log_checkpoint(path, ["latest", "interrupted"],
+                self.tracker.log_checkpoint(path, ([] if name else ["latest"]) + [reason],
                                             {"epoch": trainer.state.epoch, "step": trainer.state.step,
-                                             "interrupted": reason})
+                                             "reason": reason})
             except Exception:  # the local file is what matters; never mask the original error
                 pass
         return path
+
+    def save_latest(self, trainer, reason: str) -> Path:
+        """Save (and upload) latest.pt now, mid-epoch if need be, marked interrupted with the reason."""
+        return self.save_checkpoint(trainer, "interrupted", {"interrupted": reason})
 
     def on_interrupt(self, trainer, reason):
         self.save_latest(trainer, reason)
@@ -167,7 +207,10 @@ class Checkpointing(Callback):
 
 
 class Tracking(Callback):
-    """Forward scalars to the tracker: interval scalars at their step, epoch scalars at epoch end."""
+    """Forward scalars to the tracker: interval scalars at their step, epoch scalars at epoch end.
+    A sink: it logs the merged values, after every other callback added its own."""
+
+    sink = True
 
     def __init__(self, tracker):
         self.tracker = tracker

@@ -160,6 +160,30 @@ class Trainer:
         for cb in self.callbacks:
             getattr(cb, event)(self, *args)
 
+    def emit_values(self, event: str, head, values: dict[str, Any]) -> dict[str, Any]:
+        """on_log / on_epoch_end: every callback sees the same values (its own copy) and returns what it
+        adds; the merged values then go to the sinks (checkpoints, tracking), so no order matters."""
+        added: dict[str, Any] = {}
+        for cb in self.callbacks:
+            if not getattr(cb, "sink", False):
+                out = getattr(cb, event)(self, head, dict(values))
+                if out:
+                    added.update(out)
+        merged = {**values, **added}
+        for cb in self.callbacks:
+            if getattr(cb, "sink", False):
+                getattr(cb, event)(self, head, merged)
+        return merged
+
+    def save_checkpoint(self, reason: str, extra: dict[str, Any] | None = None, name: str | None = None):
+        """A checkpoint now (latest.pt, and `name` too if given), marked with `reason` and `extra`; the
+        callback that owns checkpoints writes it. Returns its path, or None where none is kept (rank > 0)."""
+        for cb in self.callbacks:
+            save = getattr(cb, "save_checkpoint", None)
+            if save is not None:
+                return save(self, reason, extra or {}, name)
+        return None
+
     def autocast(self):
         if self.amp:
             return torch.autocast("cuda", dtype=self.amp_dtype)
@@ -303,9 +327,8 @@ class Trainer:
                     "epoch/samples_per_second": train.get("_samples", 0) / max(elapsed, 1e-9),
                     **val,
                 }
-                st.last_val = metrics
                 bar.set_postfix_str(f"epoch {epoch} val_loss {metrics['epoch/val_loss']:.4f}")
-                self.emit("on_epoch_end", epoch, metrics)
+                st.last_val = self.emit_values("on_epoch_end", epoch, metrics)
         except Interrupted:
             raise
         except BaseException as e:
@@ -373,9 +396,8 @@ class Trainer:
                 values["train/step_time"] = t_step
                 values["train/samples_per_second"] = interval_samples / max(t_data + t_step, 1e-9)
                 values["epoch"] = epoch - 1 + (i + 1) / self.batches_per_epoch
-                st.last_train = values
                 bar.set_postfix_str(f"loss {values.get('train/loss', math.nan):.4f}")
-                self.emit("on_log", st.step, values)
+                st.last_train = self.emit_values("on_log", st.step, values)
                 meter.reset()
                 stats.reset()
                 st.data_seconds, st.step_seconds = st.data_seconds + t_data, st.step_seconds + t_step
