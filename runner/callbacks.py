@@ -188,8 +188,8 @@ class Checkpointing(Callback):
         if self.upload and self.tracker.enabled:
             try:
                 self.tracker.log_checkpoint(path, ([] if name else ["latest"]) + [reason],
-                                            {"epoch": trainer.state.epoch, "step": trainer.state.step,
-                                             "reason": reason})
+                                            {"epoch": trainer.state.epoch, "step": trainer.state.step, "reason": reason,
+                                             **{k: v for k, v in extra.items() if isinstance(v, (str, int, float))}})
             except Exception:  # the local file is what matters; never mask the original error
                 pass
         return path

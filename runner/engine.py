@@ -24,6 +24,9 @@ from runner import keys
 from runner.checkpoint import unwrap
 from runner.health.stats import CollapseStats
 from runner.meters import Meter, read_host
+from runner.nonfinite import NonFiniteError, NonFiniteGuard
+
+__all__ = ["Trainer", "RunState", "Interrupted", "NonFiniteError", "EpochSampler", "move"]
 
 
 @dataclass
@@ -53,10 +56,6 @@ class RunState:
 
 class Interrupted(Exception):
     """Training stopped on request (SIGTERM, Ctrl-C) after saving; carries the reason."""
-
-
-class NonFiniteError(Exception):
-    """Too many consecutive non-finite steps."""
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):
@@ -146,14 +145,8 @@ class Trainer:
         if self.sampler is not None and not train_loader.drop_last:
             n_batches = math.ceil(len(self.sampler) / train_loader.batch_size)
         self.batches_per_epoch = min(n_batches, max_train_iters) if max_train_iters else n_batches
-        self._consec = torch.zeros((), device=device)  # consecutive non-finite steps, on device
-        self._max_consec = torch.zeros((), device=device)
-        self._seen_bad = torch.zeros((), dtype=torch.bool, device=device)  # any non-finite step yet
-        self._first_finite: torch.Tensor | None = None  # which terms were finite at the first such step
-        self._scalar_terms = True
+        self.guard = NonFiniteGuard(unwrap(model), device, nonfinite_patience)
         self._norm_plans: dict[tuple[bool, ...], tuple | None] = {}  # gradient-norm plan per grad pattern
-        self._n_bad = torch.zeros((), device=device)  # non-finite (skipped) steps in this process
-        self._term_names: list[str] = []
 
     # ------------------------------------------------------------------ events
     def emit(self, event: str, *args) -> None:
@@ -199,6 +192,7 @@ class Trainer:
         lr = self.lr_fn(self.state.step)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
+        bn = self.guard.snapshot()
         with self.autocast():
             outputs = self.task.forward(self.model, batch)
             terms = self.criterion(outputs, batch)
@@ -207,7 +201,7 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         norms, total = self._grad_norms_and_clip()
         bad = ~torch.isfinite(total)
-        self._track_nonfinite(bad, terms)
+        self.guard.update(bad, terms, bn)
         if not self.scaler.is_enabled():
             self.optimizer.found_inf = bad.float()  # fused AdamW skips the update on the device
         self.scaler.step(self.optimizer)
@@ -266,43 +260,11 @@ class Trainer:
         device = params[0].device if params else self.device
         return names, (torch.stack(rows) if rows else torch.zeros(0, len(params))).to(device)
 
-    def _track_nonfinite(self, bad: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
-        """On the device: consecutive/maximum/total non-finite steps, and the loss terms of the first
-        non-finite step (which term went first is worked out at the log interval, see _first_bad)."""
-        if not self._term_names:
-            self._term_names = [k for k in terms if keys.is_term(k)]
-            self._scalar_terms = all(terms[k].dim() == 0 for k in self._term_names)
-            self._first_finite = torch.ones(len(self._term_names), dtype=torch.bool, device=bad.device)
-        if self._scalar_terms:
-            finite = torch.isfinite(torch.stack([terms[k].detach() for k in self._term_names]))
-        else:
-            finite = torch.stack([torch.isfinite(terms[k].detach()).all() for k in self._term_names])
-        take = bad & ~self._seen_bad  # the first non-finite step
-        self._first_finite = torch.where(take, finite, self._first_finite)
-        self._seen_bad = self._seen_bad | bad
-        self._consec = (self._consec + 1) * bad
-        self._max_consec = torch.maximum(self._max_consec, self._consec)
-        self._n_bad += bad
-
-    def _first_bad(self) -> torch.Tensor:
-        """Index into _term_names + ["gradient"] of the first non-finite value (the first non-finite
-        term other than the total at the first non-finite step; only the gradient if none); -1 if none."""
-        finite = self._first_finite
-        if finite is None:
-            return torch.tensor(-1.0, device=self.device)
-        n = len(self._term_names)
-        if n > 1:
-            idx = torch.where(finite[1:].all(), torch.tensor(float(n), device=finite.device),
-                              (~finite[1:]).float().argmax().float() + 1)
-        else:
-            idx = torch.tensor(float(n), device=self._seen_bad.device)
-        return torch.where(self._seen_bad, idx, torch.tensor(-1.0, device=idx.device))
-
     # ------------------------------------------------------------------ loops
     def fit(self) -> RunState:
         st = self.state
         total = self.epochs * self.batches_per_epoch
-        self._n_bad.fill_(st.nonfinite_steps)
+        self.guard.start(st.nonfinite_steps)
         self.emit("on_fit_start")
         initial = st.epoch * self.batches_per_epoch + st.batch_in_epoch
         bar = tqdm(total=total, initial=initial, disable=not self.progress, unit="step", dynamic_ncols=True,
@@ -315,6 +277,8 @@ class Trainer:
                 if self.interrupt_reason:
                     self.emit("on_interrupt", self.interrupt_reason)
                     raise Interrupted(self.interrupt_reason)
+                if self.should_stop and st.batch_in_epoch < self.batches_per_epoch:
+                    break  # stopped mid-epoch (health): the epoch is not complete; its checkpoint stays latest.pt
                 val = self.evaluate(epoch)
                 st.epoch, st.batch_in_epoch = epoch, 0
                 elapsed = time.perf_counter() - t0
@@ -357,11 +321,12 @@ class Trainer:
 
     def train_epoch(self, epoch: int, bar) -> dict[str, float]:
         st = self.state
+        self._bar = bar
         self.model.train()
         if self.sampler is not None:
             self.sampler.set_epoch(epoch, skip=st.batch_in_epoch * self.train_loader.batch_size)
         meter, stats, epoch_meter = Meter(), CollapseStats(), Meter()
-        samples = interval_samples = 0
+        samples = interval_samples = pending = 0  # pending: steps not yet logged
         t_data = t_step = 0.0
         t_last = time.perf_counter()
         for i, batch in enumerate(self.train_loader, start=st.batch_in_epoch):
@@ -384,44 +349,41 @@ class Trainer:
             bar.update(1)
             t_last = time.perf_counter()
             t_step += t_last - t_ready
+            pending += 1
             if st.step % self.log_every == 0:
-                stop = torch.tensor(float(self.interrupt_reason is not None), device=self.device)
-                values = self._read(meter, stats, extra={"_max_consec": self._max_consec, "_stop": stop,
-                                                         "_first_bad": self._first_bad(), "_n_bad": self._n_bad})
-                if values.pop("_stop") and not self.interrupt_reason:
-                    self.interrupt_reason = "SIGTERM on another rank"
-                self._check_nonfinite(values)
-                values["lr"] = self.lr_fn(st.step - 1)
-                values["train/data_time"] = t_data
-                values["train/step_time"] = t_step
-                values["train/samples_per_second"] = interval_samples / max(t_data + t_step, 1e-9)
-                values["epoch"] = epoch - 1 + (i + 1) / self.batches_per_epoch
-                bar.set_postfix_str(f"loss {values.get('train/loss', math.nan):.4f}")
-                st.last_train = self.emit_values("on_log", st.step, values)
-                meter.reset()
-                stats.reset()
-                st.data_seconds, st.step_seconds = st.data_seconds + t_data, st.step_seconds + t_step
+                self._log_interval(epoch, meter, stats, t_data, t_step, interval_samples)
                 t_data = t_step = 0.0
-                interval_samples = 0
+                interval_samples = pending = 0
             # under DDP every rank must stop at the same step: they agree at the log interval
             if self.should_stop or (self.interrupt_reason and (not self.distributed or st.step % self.log_every == 0)):
                 break
-        st.data_seconds, st.step_seconds = st.data_seconds + t_data, st.step_seconds + t_step  # the last part
+        if pending:  # the epoch's last, partial interval is logged and judged too (every rank has it)
+            self._log_interval(epoch, meter, stats, t_data, t_step, interval_samples)
+        else:
+            st.data_seconds, st.step_seconds = st.data_seconds + t_data, st.step_seconds + t_step
         out = self._read(epoch_meter)
         out["_samples"] = samples
         return out
 
-    def _check_nonfinite(self, values: dict[str, float]) -> None:
-        """Count skipped steps; stop after nonfinite_patience consecutive ones, naming the term."""
-        max_consec, first_bad = values.pop("_max_consec"), values.pop("_first_bad")
-        self.state.nonfinite_steps = int(values.pop("_n_bad"))
-        values["health/nonfinite_steps"] = float(self.state.nonfinite_steps)
-        if max_consec >= self.nonfinite_patience:
-            names = self._term_names + ["gradient"]
-            culprit = names[int(first_bad)] if first_bad >= 0 else "unknown"
-            raise NonFiniteError(f"{int(max_consec)} consecutive non-finite steps (limit {self.nonfinite_patience}); "
-                                 f"the first non-finite value was {culprit!r}, at or before step {self.state.step}; "
-                                 f"lower optim.lr or check the data")
+    def _log_interval(self, epoch: int, meter: Meter, stats: CollapseStats, t_data: float, t_step: float,
+                      samples: int) -> None:
+        """One log interval: the host read, the non-finite check, the callbacks; then reset the meters."""
+        st = self.state
+        stop = torch.tensor(float(self.interrupt_reason is not None), device=self.device)
+        values = self._read(meter, stats, extra={"_stop": stop, **self.guard.tensors()})
+        if values.pop("_stop") and not self.interrupt_reason:
+            self.interrupt_reason = "SIGTERM on another rank"
+        st.nonfinite_steps = self.guard.check(values, st.step)
+        values["lr"] = self.lr_fn(st.step - 1)
+        values["train/data_time"] = t_data
+        values["train/step_time"] = t_step
+        values["train/samples_per_second"] = samples / max(t_data + t_step, 1e-9)
+        values["epoch"] = epoch - 1 + st.batch_in_epoch / self.batches_per_epoch
+        self._bar.set_postfix_str(f"loss {values.get('train/loss', math.nan):.4f}")
+        st.last_train = self.emit_values("on_log", st.step, values)
+        meter.reset()
+        stats.reset()
+        st.data_seconds, st.step_seconds = st.data_seconds + t_data, st.step_seconds + t_step
 
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict[str, float]:

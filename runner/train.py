@@ -102,12 +102,12 @@ def fit(cfg, resume: str | None = None, progress: bool = True, force: bool = Fal
     # every rank runs the monitor (its inputs are all-reduced, so all ranks stop together); rank 0 reports
     monitor = HealthMonitor(cfg.monitor, tracker, val_ds, cfg.optim.warmup_steps,
                             echo=None if d.main else (lambda text: None)) if cfg.monitor.enabled else None
-    callbacks = [early] + ([monitor] if monitor else [])  # after early stopping (best epoch known)
+    callbacks = [early] + ([monitor] if monitor else [])  # in any order (see runner.callbacks)
     if d.main:  # overlays, checkpoints and W&B belong to rank 0
         store = ckpt.CheckpointStore(run_dir, cfg.checkpoint.keep_periodic)
         callbacks += [Overlays(tracker, val_ds, cfg.viz.n_samples, cfg.viz.every),
                       Checkpointing(store, tracker, config, run_id, cfg.checkpoint.save_every, cfg.checkpoint.upload,
-                                    criterion, extra_state=monitor.checkpoint_mark if monitor else None),
+                                    criterion, extra_state=monitor.checkpoint_mark if monitor else None, best=early),
                       Tracking(tracker)]
     steps = min(len(train_dl), cfg.train.max_train_iters or len(train_dl))
     trainer = Trainer(task=task, model=model, criterion=criterion, optimizer=optimizer,

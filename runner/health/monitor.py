@@ -25,8 +25,7 @@ import torch
 from torch.utils.data import default_collate
 from tqdm import tqdm
 
-from runner import checkpoint as ckpt
-from runner.callbacks import Callback, Checkpointing
+from runner.callbacks import Callback
 from runner.config import MonitorConfig
 from runner.engine import NonFiniteError, move
 from runner.health.advice import ADVICE
@@ -87,19 +86,20 @@ class HealthMonitor(Callback):
     def on_log(self, trainer, step, values):
         t0 = time.perf_counter()
         new = self.rules.check(step, float(values.get("epoch", trainer.state.epoch)), values)
-        values.update(self.levels())
+        added = self.levels()
         self.handle(trainer, new)
         self._timed(t0, "log")
+        return added
 
     def on_epoch_end(self, trainer, epoch, metrics):
         t0 = time.perf_counter()
         fixed = self.fixed_batch_stats(trainer)
-        if fixed is not None:
-            metrics["health/fixed_std_ratio"] = fixed
-        new = self.rules.evaluation(trainer.state.step, float(epoch), metrics)
-        metrics.update(self.levels())
+        added = {"health/fixed_std_ratio": fixed} if fixed is not None else {}
+        new = self.rules.evaluation(trainer.state.step, float(epoch), {**metrics, **added})
+        added.update(self.levels())
         self.handle(trainer, new)
         self._timed(t0, "epoch")
+        return added
 
     def on_fit_end(self, trainer):
         self.publish(final=True)
@@ -205,16 +205,10 @@ class HealthMonitor(Callback):
 
     def stop(self, trainer, f: Finding) -> None:
         """Save a checkpoint marked with the failure (latest.pt and health_stop.pt), then stop."""
-        ck = next((c for c in trainer.callbacks if isinstance(c, Checkpointing)), None)
-        if ck is not None:
-            state = {**ck.full_state(trainer), **self.checkpoint_mark(), "health_stop": f.to_dict()}
-            ck.store.save(state)
-            path = ckpt.save_atomic({"format_version": ckpt.FORMAT_VERSION, **state},
-                                    ck.store.dir / "health_stop.pt")
+        path = trainer.save_checkpoint("health-stop", extra={"health_stop": f.to_dict(), "health_title": f.title},
+                                       name="health_stop.pt")
+        if path is not None:
             self.echo(f"[health] on_failure=stop: saved {path} marked with the finding; stopping")
-            if ck.upload and self.tracker.enabled:
-                self.tracker.log_checkpoint(path, ["health-stop"], {"step": trainer.state.step,
-                                                                   "health": f.title})
         trainer.should_stop = True
         trainer.state.stop_reason = f"health monitor ({f.detector} at step {f.step}): {f.title}"
 

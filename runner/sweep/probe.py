@@ -35,6 +35,8 @@ def _logged_names(config_json: str) -> frozenset[str]:
     seen: set[str] = set()
 
     class Record(Callback):
+        sink = True  # sees the merged values, as Tracking does
+
         def on_log(self, trainer, step, values):
             seen.update(values)
 
