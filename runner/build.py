@@ -6,6 +6,7 @@ import random
 import numpy as np
 import torch
 
+from runner.distributed import ValShard
 from runner.engine import EpochSampler
 from runner.errors import UserError
 
@@ -39,7 +40,10 @@ def make_loaders(cfg, train_ds, val_ds, device: torch.device, rank: int = 0, wor
     train = torch.utils.data.DataLoader(
         train_ds, batch_size=t.batch_size, sampler=EpochSampler(len(train_ds), cfg.seed, True, rank, world),
         drop_last=per_rank >= t.batch_size, **common)
-    val_sampler = EpochSampler(len(val_ds), cfg.seed, False, rank, world) if world > 1 else None
+    if len(val_ds) < world:
+        raise UserError(f"the val dataset of task {cfg.task!r} has {len(val_ds)} samples, fewer than the "
+                        f"{world} processes (each process evaluates its own share)")
+    val_sampler = ValShard(len(val_ds), rank, world) if world > 1 else None  # every sample exactly once
     val = torch.utils.data.DataLoader(val_ds, batch_size=t.batch_size, sampler=val_sampler, **common)
     return train, val
 

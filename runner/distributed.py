@@ -58,6 +58,27 @@ def wrap(model: torch.nn.Module, d: Dist, device: torch.device) -> torch.nn.Modu
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
+class ValShard(torch.utils.data.Sampler[int]):
+    """Rank `rank`'s validation samples: rank, rank + world, ... of range(n), without padding.
+
+    The ranks' shards are disjoint and together hold every sample once, so the all-reduced sums and
+    counts of the validation meters are those of a one-process evaluation (a padding sampler such
+    as DistributedSampler repeats samples, which would then count twice). Shards differ in length
+    by at most one; evaluation forwards the model without collectives, so that is safe.
+    """
+
+    def __init__(self, n: int, rank: int, world: int):
+        if n < world:
+            raise ValueError(f"{n} validation samples cannot be shared by {world} processes")
+        self.n, self.rank, self.world = n, rank, world
+
+    def __iter__(self):
+        return iter(range(self.rank, self.n, self.world))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world))
+
+
 def teardown(d: Dist) -> None:
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()

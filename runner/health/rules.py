@@ -502,8 +502,8 @@ class GradientTrouble(Detector):
         s = self.judge("nonfinite", "train", bool(bad), step, epoch, 1)
         if s:
             what = ", ".join(f"{k} = {values.get(k, 'nan')}" if k in values or "/" in k else k for k in bad)
-            found.append(self.finding(
-                "failed", "nonfinite", step, epoch, f"non-finite {' and '.join(bad)}",
+            found.append(self.finding(  # the engine alone stops a run that cannot train (NonFiniteError)
+                "warning", "nonfinite", step, epoch, f"non-finite {' and '.join(bad)}",
                 f"{what} in the interval ending at step {step} (lr {fmt(values.get('lr', math.nan))})",
                 ADVICE["nonfinite"].causes, ADVICE["nonfinite"].fixes,
                 s, {}))
