@@ -17,7 +17,7 @@ from torch.utils.data import default_collate
 
 from runner import checkpoint as ckpt
 from runner.data import spread_indices
-from runner.engine import move
+from runner.engine import batch_size_of
 from runner.viz import grid
 
 
@@ -109,33 +109,26 @@ class EarlyStopping(Callback):
 
 
 class Overlays(Callback):
-    """Each `every` epochs, draw the same fixed val samples into one grid image."""
+    """Each `every` epochs, draw `n_samples` of the trainer's fixed val batch (trainer.fixed, forwarded
+    once per epoch by the trainer) into one grid image."""
 
-    def __init__(self, tracker, dataset, n_samples: int, every: int = 1):
-        self.tracker, self.every = tracker, every
-        idx = spread_indices(len(dataset), n_samples)
-        self.batch = default_collate([dataset[i] for i in idx]) if idx else None
+    def __init__(self, tracker, n_samples: int, every: int = 1):
+        self.tracker, self.n_samples, self.every = tracker, n_samples, every
         self.last_path: Path | None = None
 
-    @torch.no_grad()
     def on_epoch_end(self, trainer, epoch, metrics):
-        if self.batch is None or epoch % self.every:
+        fixed = trainer.fixed
+        if fixed is None or self.n_samples < 1 or epoch % self.every:
             return
-        model = ckpt.unwrap(trainer.model)  # rank 0 alone: no DDP collectives here
-        was_training = model.training
-        model.eval()
-        batch = move(self.batch, trainer.device)
-        with trainer.autocast():
-            outputs = trainer.task.forward(model, batch)
-        outputs = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in outputs.items()}
-        batch = {k: v.cpu() if torch.is_tensor(v) else v for k, v in batch.items()}
-        outputs = {k: v.cpu() if torch.is_tensor(v) else v for k, v in outputs.items()}
-        n = next(iter(v for v in batch.values() if torch.is_tensor(v))).shape[0]
-        tiles = [trainer.task.draw(batch, outputs, i) for i in range(n)]
-        image = grid(tiles, cols=2 if n > 1 else 1)
+        n_all = batch_size_of(fixed.batch)
+        pick = spread_indices(n_all, self.n_samples)
+        host = lambda d: {k: (v.float() if v.is_floating_point() else v).cpu() if torch.is_tensor(v) else v  # noqa: E731
+                          for k, v in d.items()}
+        batch, outputs = host(fixed.batch), host(fixed.outputs)
+        tiles = [trainer.task.draw(batch, outputs, i) for i in pick]
+        image = grid(tiles, cols=2 if len(tiles) > 1 else 1)
         self.last_path = self.tracker.log_image("val/overlays", image, f"epoch {epoch}: fixed val samples",
                                                 step=trainer.state.step, epoch=epoch)
-        model.train(was_training)
 
 
 class Checkpointing(Callback):
@@ -204,6 +197,12 @@ class Checkpointing(Callback):
     def on_exception(self, trainer, exc):
         """A crash still leaves (and uploads) a loadable latest checkpoint."""
         self.save_latest(trainer, type(exc).__name__)
+
+
+def fixed_batch(dataset, n: int) -> dict | None:
+    """n evenly spaced samples of `dataset`, collated on the host (the Trainer's fixed_batch)."""
+    idx = spread_indices(len(dataset), n)
+    return default_collate([dataset[i] for i in idx]) if idx else None
 
 
 class Tracking(Callback):

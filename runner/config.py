@@ -37,7 +37,9 @@ class TrainConfig(Section):
     log_every: int = Field(25, gt=0)  # steps between host reads / W&B logs
     compile: bool = False  # torch.compile the model (CUDA)
     channels_last: bool = False  # NHWC memory format for 4D inputs (CUDA)
-    nonfinite_patience: int = Field(5, gt=0)  # consecutive non-finite steps before stopping
+    # a non-finite step is skipped and counted (health/nonfinite_steps, health/nonfinite_streak); the run
+    # stops (NonFiniteError) only after this many CONSECUTIVE skipped steps; isolated skips never stop it
+    nonfinite_patience: int = Field(5, gt=0)
 
 
 class OptimConfig(Section):

@@ -26,7 +26,7 @@ from runner.health.stats import CollapseStats
 from runner.meters import Meter, read_host
 from runner.nonfinite import NonFiniteError, NonFiniteGuard
 
-__all__ = ["Trainer", "RunState", "Interrupted", "NonFiniteError", "EpochSampler", "move"]
+__all__ = ["Trainer", "RunState", "FixedBatch", "Interrupted", "NonFiniteError", "EpochSampler", "move"]
 
 
 @dataclass
@@ -52,6 +52,16 @@ class RunState:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for k, v in state.items():
             setattr(self, k, v)
+
+
+@dataclass
+class FixedBatch:
+    """The fixed validation samples (evenly spaced, runner.data.spread_indices), forwarded once per
+    epoch after evaluate() in eval mode under no_grad; overlays and the health monitor read it."""
+
+    batch: dict[str, Any]  # on the device
+    outputs: dict[str, Any]
+    view: Any  # the task's MonitorView
 
 
 class Interrupted(Exception):
@@ -122,7 +132,7 @@ class Trainer:
                  max_val_iters: int | None = None, log_every: int = 25, grad_clip: float = 1.0,
                  amp: bool = False, amp_dtype: str = "bf16", callbacks: list | None = None,
                  progress: bool = True, state: RunState | None = None, nonfinite_patience: int = 5,
-                 distributed: bool = False, channels_last: bool = False):
+                 distributed: bool = False, channels_last: bool = False, fixed_batch: dict | None = None):
         self.task, self.model, self.criterion, self.optimizer = task, model, criterion, optimizer
         self.lr_fn, self.train_loader, self.val_loader, self.device = lr_fn, train_loader, val_loader, device
         self.epochs, self.max_train_iters, self.max_val_iters = epochs, max_train_iters, max_val_iters
@@ -145,6 +155,8 @@ class Trainer:
         if self.sampler is not None and not train_loader.drop_last:
             n_batches = math.ceil(len(self.sampler) / train_loader.batch_size)
         self.batches_per_epoch = min(n_batches, max_train_iters) if max_train_iters else n_batches
+        self.fixed_source = fixed_batch  # collated fixed val samples on the host (None: no fixed batch)
+        self.fixed: FixedBatch | None = None  # set after each evaluation
         self.guard = NonFiniteGuard(unwrap(model), device, nonfinite_patience)
         self._norm_plans: dict[tuple[bool, ...], tuple | None] = {}  # gradient-norm plan per grad pattern
 
@@ -280,6 +292,7 @@ class Trainer:
                 if self.should_stop and st.batch_in_epoch < self.batches_per_epoch:
                     break  # stopped mid-epoch (health): the epoch is not complete; its checkpoint stays latest.pt
                 val = self.evaluate(epoch)
+                self.fixed = self.forward_fixed()
                 st.epoch, st.batch_in_epoch = epoch, 0
                 elapsed = time.perf_counter() - t0
                 metrics = {
@@ -384,6 +397,22 @@ class Trainer:
         meter.reset()
         stats.reset()
         st.data_seconds, st.step_seconds = st.data_seconds + t_data, st.step_seconds + t_step
+
+    @torch.no_grad()
+    def forward_fixed(self) -> FixedBatch | None:
+        """The fixed validation batch through the bare model (no DDP collectives), once, in eval mode."""
+        if self.fixed_source is None:
+            return None
+        model = unwrap(self.model)
+        was_training = model.training
+        model.eval()
+        try:
+            batch = move(self.fixed_source, self.device, self.channels_last)
+            with self.autocast():
+                outputs = self.task.forward(model, batch)
+            return FixedBatch(batch, outputs, self.task.monitor_view(outputs, batch))
+        finally:
+            model.train(was_training)
 
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict[str, float]:

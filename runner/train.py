@@ -20,7 +20,7 @@ import yaml
 from runner import checkpoint as ckpt
 from runner import distributed
 from runner.build import make_loaders, make_optimizer, resolve_device, seed_everything
-from runner.callbacks import Checkpointing, EarlyStopping, Overlays, Tracking
+from runner.callbacks import Checkpointing, EarlyStopping, Overlays, Tracking, fixed_batch
 from runner.cli import build_parser, cli_overrides
 from runner.config import load_config, to_dict
 from runner.engine import Interrupted, NonFiniteError, Trainer
@@ -105,7 +105,7 @@ def fit(cfg, resume: str | None = None, progress: bool = True, force: bool = Fal
     callbacks = [early] + ([monitor] if monitor else [])  # in any order (see runner.callbacks)
     if d.main:  # overlays, checkpoints and W&B belong to rank 0
         store = ckpt.CheckpointStore(run_dir, cfg.checkpoint.keep_periodic)
-        callbacks += [Overlays(tracker, val_ds, cfg.viz.n_samples, cfg.viz.every),
+        callbacks += [Overlays(tracker, cfg.viz.n_samples, cfg.viz.every),
                       Checkpointing(store, tracker, config, run_id, cfg.checkpoint.save_every, cfg.checkpoint.upload,
                                     criterion, extra_state=monitor.checkpoint_mark if monitor else None, best=early),
                       Tracking(tracker)]
@@ -117,7 +117,9 @@ def fit(cfg, resume: str | None = None, progress: bool = True, force: bool = Fal
                       log_every=cfg.train.log_every, grad_clip=cfg.train.grad_clip, amp=cfg.train.amp,
                       amp_dtype=cfg.train.amp_dtype, callbacks=callbacks, progress=progress and d.main,
                       nonfinite_patience=cfg.train.nonfinite_patience, distributed=d.enabled,
-                      channels_last=cfg.train.channels_last)
+                      channels_last=cfg.train.channels_last,
+                      fixed_batch=fixed_batch(val_ds, max(cfg.viz.n_samples, cfg.monitor.fixed_samples
+                                                          if cfg.monitor.enabled else 0)))
     if resumed:
         restore(trainer, resumed, criterion)
     if d.main:

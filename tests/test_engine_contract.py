@@ -12,9 +12,10 @@ from torch import nn
 from runner import checkpoint as ckpt
 from runner import train as train_mod
 from runner.build import make_loaders, make_optimizer
-from runner.callbacks import Callback, Checkpointing
+from runner.callbacks import Callback, Checkpointing, fixed_batch
 from runner.config import load_config
-from runner.engine import Trainer
+from runner.data import spread_indices
+from runner.engine import FixedBatch, Trainer
 from runner.schedules import make_lr_fn
 from runner.tasks import build_task
 from tests.conftest import ROOT, run_cli
@@ -112,12 +113,22 @@ class Spy(Callback):
         self.epochs.append(epoch)
 
 
-def test_the_last_partial_interval_of_each_epoch_is_logged(tmp_path):
+def test_the_last_partial_interval_of_each_epoch_is_logged_and_the_fixed_batch_forwarded_once(tmp_path,
+                                                                                             monkeypatch):
     spy = Spy()
     trainer = make_trainer(tmp_path, [spy])  # 10 batches an epoch, a log every 4 steps
+    val = trainer.val_loader.dataset
+    trainer.fixed_source = fixed_batch(val, 3)
+    calls = []
+    forward = trainer.forward_fixed
+    monkeypatch.setattr(trainer, "forward_fixed", lambda: calls.append(1) or forward())
     trainer.fit()
     assert [s for s, _ in spy.logs] == [4, 8, 10, 12, 16, 20]
     assert [e for s, e in spy.logs if s in (10, 20)] == [1.0, 2.0]
+    assert len(calls) == 2  # once per epoch
+    fixed = trainer.fixed
+    assert isinstance(fixed, FixedBatch) and fixed.view.pred.shape[0] == 3
+    assert torch.equal(fixed.batch["image"], torch.stack([val[i]["image"] for i in spread_indices(len(val), 3)]))
 
 
 class StopAt(Callback):
