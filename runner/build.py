@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from runner.distributed import ValShard
-from runner.engine import EpochSampler
+from runner.data.loading import EpochSampler
 from runner.errors import UserError
 
 

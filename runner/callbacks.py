@@ -17,7 +17,7 @@ from torch.utils.data import default_collate
 
 from runner import checkpoint as ckpt
 from runner.data import spread_indices
-from runner.engine import batch_size_of
+from runner.data.loading import batch_size_of
 from runner.viz import grid
 
 

@@ -4,8 +4,9 @@ it emits events to callbacks (tracking, checkpoints, early stopping, overlays, h
 Host reads happen once per log interval (train) and once per evaluation (val): loss terms,
 metrics, gradient norms, non-finite counters and collapse statistics all accumulate on the
 device in between. A step whose gradients are not finite is skipped on the device (fused AdamW
-`found_inf`), counted, and after `nonfinite_patience` consecutive ones the run stops naming the
-loss term that went non-finite first.
+`found_inf`) and handled by the NonFiniteGuard (runner/nonfinite.py). Its parts live beside what
+they serve: sampling and batch moving in runner/data/loading.py, gradient norms in
+runner/grad_norms.py, resume in runner/resume.py.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -22,6 +23,8 @@ from tqdm import tqdm
 
 from runner import keys
 from runner.checkpoint import unwrap
+from runner.data.loading import EpochSampler, batch_size_of, move
+from runner.grad_norms import GradNorms, head_groups
 from runner.health.stats import CollapseStats
 from runner.meters import Meter, read_host
 from runner.nonfinite import NonFiniteError, NonFiniteGuard
@@ -68,63 +71,6 @@ class Interrupted(Exception):
     """Training stopped on request (SIGTERM, Ctrl-C) after saving; carries the reason."""
 
 
-class EpochSampler(torch.utils.data.Sampler[int]):
-    """Deterministic per-epoch order (seed, epoch) that can start mid-epoch; shards for DDP.
-
-    Each rank takes every world-th index of the same permutation (padded to equal length), so
-    resuming needs only (epoch, batches done), and all ranks agree without communication.
-    """
-
-    def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1):
-        self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world
-        self.epoch, self.skip = 0, 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
-
-    def indices(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        per_rank = math.ceil(self.n / self.world)
-        order += order[: per_rank * self.world - self.n]  # pad so every rank has as many
-        return order[self.rank::self.world]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices()[self.skip:])
-
-    def __len__(self) -> int:
-        return max(0, math.ceil(self.n / self.world) - self.skip)
-
-
-def head_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Trainable parameters grouped by top-level child module (the 'heads' of grad/<head>)."""
-    groups: dict[str, list[nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            groups.setdefault(name.split(".")[0], []).append(p)
-    return groups
-
-
-def move(batch: dict[str, Any], device: torch.device, channels_last: bool = False) -> dict[str, Any]:
-    """Host-to-device copy (non-blocking from pinned memory on CUDA); 4D images as NHWC if asked."""
-    nb = device.type == "cuda"
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            v = v.to(device, non_blocking=nb)
-            if channels_last and v.dim() == 4 and v.is_floating_point():
-                v = v.contiguous(memory_format=torch.channels_last)
-        out[k] = v
-    return out
-
-
-def batch_size_of(batch: dict[str, Any]) -> int:
-    return next(iter(v for v in batch.values() if isinstance(v, torch.Tensor))).shape[0]
-
-
 class Trainer:
     def __init__(self, *, task, model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                  lr_fn: Callable[[int], float], train_loader: Iterable, val_loader: Iterable,
@@ -146,6 +92,7 @@ class Trainer:
         self.channels_last = channels_last
         self.heads = head_groups(unwrap(model))  # grad/<head> names from the bare module
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.grad_norms = GradNorms(self.heads, self.params, device)
         self.should_stop = False
         self.interrupt_reason: str | None = None
         self.distributed = distributed  # DDP: accumulators are all-reduced before each host read
@@ -158,7 +105,6 @@ class Trainer:
         self.fixed_source = fixed_batch  # collated fixed val samples on the host (None: no fixed batch)
         self.fixed: FixedBatch | None = None  # set after each evaluation
         self.guard = NonFiniteGuard(unwrap(model), device, nonfinite_patience)
-        self._norm_plans: dict[tuple[bool, ...], tuple | None] = {}  # gradient-norm plan per grad pattern
 
     # ------------------------------------------------------------------ events
     def emit(self, event: str, *args) -> None:
@@ -221,56 +167,7 @@ class Trainer:
         return terms, norms, outputs
 
     def _grad_norms_and_clip(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """grad/<head> and grad/total (the pre-clip norm), then clip to grad_clip.
-
-        One _foreach_norm over every gradient gives the per-parameter norms; heads are sums of
-        their squares (a matmul with a fixed 0/1 matrix), the total is the same vector_norm that
-        clip_grad_norm_ computes, and clip_grads_with_norm_ scales by it: no second pass over the
-        gradients, a handful of operations whatever the number of heads.
-        """
-        max_norm = self.grad_clip if self.grad_clip > 0 else float("inf")
-        with_grad = tuple(p.grad is not None for p in self.params)
-        if with_grad not in self._norm_plans:
-            self._norm_plans[with_grad] = self._norm_plan(with_grad)
-        plan = self._norm_plans[with_grad]
-        if plan is None:  # gradients on several devices or of several dtypes: the general path
-            norms = {}
-            for head, ps in self.heads.items():
-                hg = [p.grad for p in ps if p.grad is not None]
-                if hg:
-                    norms[f"grad/{head}"] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(hg)).float())
-            total = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
-            norms["grad/total"] = total
-            return norms, total
-        names, heads_of = plan
-        params = [p for p in self.params if p.grad is not None]
-        if not params:
-            total = torch.zeros((), device=self.device)
-            return {"grad/total": total}, total
-        per_param = torch.stack(torch._foreach_norm([p.grad for p in params]))
-        total = torch.linalg.vector_norm(per_param)
-        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
-        norms = dict(zip(names, (heads_of @ per_param.float().square()).sqrt().unbind())) if names else {}
-        norms["grad/total"] = total
-        return norms, total
-
-    def _norm_plan(self, with_grad: tuple[bool, ...]) -> tuple[list[str], torch.Tensor] | None:
-        """(grad/<head> names, [heads, parameters with a gradient] 0/1 matrix); None if the gradients
-        are not all on one device with one dtype."""
-        params = [p for p, g in zip(self.params, with_grad) if g]
-        if len({(p.device, p.dtype) for p in params}) > 1:
-            return None
-        index = {id(p): i for i, p in enumerate(params)}
-        names, rows = [], []
-        for head, ps in self.heads.items():
-            cols = [index[id(p)] for p in ps if id(p) in index]
-            if cols:
-                row = torch.zeros(len(params))
-                row[cols] = 1.0
-                names.append(f"grad/{head}")
-                rows.append(row)
-        device = params[0].device if params else self.device
-        return names, (torch.stack(rows) if rows else torch.zeros(0, len(params))).to(device)
+        return self.grad_norms(self.grad_clip)
 
     # ------------------------------------------------------------------ loops
     def fit(self) -> RunState:

@@ -8,7 +8,6 @@ W&B run and exit 130 with the command that resumes.
 """
 from __future__ import annotations
 
-import shlex
 import signal
 import sys
 import time
@@ -19,6 +18,7 @@ import yaml
 
 from runner import checkpoint as ckpt
 from runner import distributed
+from runner.resume import check_resumable, find_resume, restore, resume_command
 from runner.build import make_loaders, make_optimizer, resolve_device, seed_everything
 from runner.callbacks import Checkpointing, EarlyStopping, Overlays, Tracking, fixed_batch
 from runner.cli import build_parser, cli_overrides
@@ -34,26 +34,6 @@ from runner.tracking import NullTracker, Tracker, new_run_id
 
 __all__ = ["main", "fit", "make_optimizer", "resolve_device"]
 EXIT_INTERRUPTED = 130
-
-
-def find_resume(cfg, resume: str | None) -> Path | None:
-    if resume != "auto":
-        return Path(resume) if resume else None
-    found = sorted(Path(cfg.out_dir).glob(f"{cfg.task}-*/checkpoints/latest.pt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        print(f"--resume auto: no checkpoint under {cfg.out_dir}/{cfg.task}-*; starting a new run")
-        return None
-    print(f"--resume auto: continuing from {found[-1]}")
-    return found[-1]
-
-
-def check_resumable(state: dict, cfg, source: Path, force: bool) -> None:
-    if state["config"].get("task") != cfg.task:
-        raise UserError(f"checkpoint {str(source)!r} is from task {state['config'].get('task')!r}, not {cfg.task!r}")
-    health = state.get("health") or {}
-    if health.get("status") == "failed" and not force:
-        raise UserError(f"checkpoint {str(source)!r} was saved after the health monitor found "
-                        f"{health.get('summary', 'a failure')}; retrain from scratch, or pass --force to resume anyway")
 
 
 def fit(cfg, resume: str | None = None, progress: bool = True, force: bool = False) -> dict:
@@ -160,19 +140,6 @@ def fit(cfg, resume: str | None = None, progress: bool = True, force: bool = Fal
     return {**summary, "run_dir": str(run_dir), "wandb_dir": wandb_dir, "exit_code": exit_code}
 
 
-def resume_command(latest: Path) -> str:
-    """This process's command line with --resume pointing at the checkpoint just saved."""
-    args, skip = [], False
-    for a in sys.argv[1:]:
-        if skip:
-            skip = False
-        elif a == "--resume":
-            skip = True
-        elif not a.startswith("--resume="):
-            args.append(a)
-    return " ".join(["python -m runner.train", *map(shlex.quote, args), "--resume", shlex.quote(str(latest))])
-
-
 def install_signal_handlers(trainer: Trainer) -> dict:
     """First SIGTERM/SIGINT: finish the step, checkpoint, exit 130. A second SIGINT aborts at once."""
     def handler(signum, frame):
@@ -185,21 +152,6 @@ def install_signal_handlers(trainer: Trainer) -> dict:
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, handler)
     return previous
-
-
-def restore(trainer: Trainer, state: dict, criterion) -> None:
-    """Everything a checkpoint holds goes back in place; a missing piece is an error, not a skip."""
-    try:
-        trainer.optimizer.load_state_dict(state["optimizer"])
-        trainer.scaler.load_state_dict(state["scaler"])
-        criterion.load_state_dict(state["criterion"])
-        ckpt.set_rng_state(state["rng"])
-        trainer.state.load_state_dict(state["run_state"])
-        for cb in trainer.callbacks:
-            if cb.state_key:
-                cb.load_state_dict(state["callbacks"][cb.state_key])
-    except (KeyError, ValueError, RuntimeError) as e:
-        raise UserError(f"checkpoint cannot restore the run state: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
