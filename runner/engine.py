@@ -195,7 +195,7 @@ class Trainer:
                 metrics = {
                     "epoch": epoch,
                     "epoch/train_loss": train.get("loss", math.nan),
-                    "epoch/val_loss": val.get("val/loss", math.nan),
+                    "epoch/val_loss": val.get(keys.val_key(keys.TOTAL), math.nan),
                     "epoch/lr": self.lr_fn(max(0, st.step - 1)),
                     "epoch/time_seconds": elapsed,
                     "epoch/samples_per_second": train.get("_samples", 0) / max(elapsed, 1e-9),
@@ -325,7 +325,7 @@ class Trainer:
                 terms = self.criterion(outputs, batch)
             meter.update_means({vk: v for k, v in terms.items() if (vk := keys.val_key(k))}, n)
             for k, ratio in self.task.metrics(outputs, batch).items():
-                meter.update("val/" + k, *ratio)
+                meter.update(keys.VAL + k, *ratio)
             stats.update(self.task.monitor_view(outputs, batch))
-        stats.prefix = "val/"
+        stats.prefix = keys.VAL
         return self._read(meter, stats)

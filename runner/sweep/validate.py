@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner import keys
 from runner.cli import resolve_cli
 from runner.config import build_config, get_dotted, load_config, read_yaml_file, to_dict, valid_keys
 from runner.errors import UserError
@@ -245,7 +246,7 @@ def load_sweep(path: str | Path, sets: dict[str, Any] | None = None, check_metri
         except UserError as e:
             raise UserError(f"{where}: command: {e}") from None
         if sweep.metric not in sweep.logged:
-            val_names = sorted(n for n in sweep.logged if n.startswith(("val/", "epoch/")))
+            val_names = sorted(n for n in sweep.logged if n.startswith((keys.VAL, keys.EPOCH)))
             raise UserError(f"{where}: metric {sweep.metric!r} is never logged by task {task!r}"
                             f"{_close(sweep.metric, sweep.logged)} (epoch-level names: {', '.join(val_names)})")
     return sweep
