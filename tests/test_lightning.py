@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+import subprocess
+import sys
+
+import lightning.pytorch as pl  # the integrations extra; `make test` installs it (a missing one fails here)
 import torch
 from torch import nn
 
-pl = pytest.importorskip("lightning.pytorch")
-
-from runner.integrations.lightning import HealthCallback  # noqa: E402
-from tests.conftest import inspect_records  # noqa: E402
-from tests.test_loop import summary_of  # noqa: E402
+from runner.integrations.lightning import HealthCallback
+from tests.conftest import ROOT, inspect_records
+from tests.test_loop import summary_of
 
 LOG_EVERY, PATIENCE = 5, 3
 
@@ -105,3 +106,11 @@ def test_callback_state_roundtrip():
     again = HealthCallback(patience=PATIENCE)
     again.load_state_dict(cb.state_dict())
     assert again.stopped == cb.stopped and again.state_dict() == cb.state_dict()
+
+
+def test_clear_import_error_without_lightning():
+    code = ("import sys; sys.modules['lightning'] = None\n"
+            "try:\n    import runner.integrations.lightning\nexcept ImportError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}).stdout
+    assert "needs PyTorch Lightning: pip install 'runner[integrations]'" in out, out

@@ -163,3 +163,14 @@ def test_reduction_across_ranks_equals_one_big_batch():
     assert set(got) == set(want)
     for k in want:
         assert torch.allclose(got[k].double(), want[k].double(), atol=1e-6), (k, got[k], want[k])
+
+
+def test_the_docs_example_runs_as_written(monkeypatch, capsys):
+    text = (Path(__file__).resolve().parents[1] / "docs" / "health.md").read_text()
+    section = text[text.index("## Your own loop, or PyTorch Lightning"):]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # a real wandb.init, no files
+    torch.manual_seed(0)
+    exec(compile(code, "docs/health.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "status: HEALTHY" in out and "collapse         ok" in out, out
