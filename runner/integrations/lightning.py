@@ -16,19 +16,19 @@ rank 0's decision is broadcast so every rank stops at the same step.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any, Mapping
 
-import torch
-
-try:
-    import lightning.pytorch as pl
-    from lightning.pytorch.loggers import WandbLogger
-except ImportError as e:  # pragma: no cover - exercised only without the extra installed
+if importlib.util.find_spec("lightning") is None:  # before any heavy import: the message comes at once
     raise ImportError("runner.integrations.lightning needs PyTorch Lightning: "
-                      "pip install 'runner[integrations]' (or pip install lightning)") from e
+                      "pip install 'runner[integrations]' (or pip install lightning)")
 
-from runner.config import MonitorConfig
+import lightning.pytorch as pl  # noqa: E402
+import torch  # noqa: E402
+from lightning.pytorch.loggers import WandbLogger  # noqa: E402
+
+from runner.config import MonitorConfig  # noqa: E402
 from runner.errors import UserError
 from runner.health.loop import Monitor
 
