@@ -82,7 +82,7 @@ class SequenceTask(Task):
             "pixel_error": ((err * live).sum(), live.sum()),
             "done_recall": (tp, done.float().sum()),
             "done_precision": (tp, pred_done.float().sum(), 0.0),  # never predicting done: 0
-            "done_accuracy": ((pred_done == done).float().sum(), torch.tensor(float(done.numel()))),
+            "done_accuracy": ((pred_done == done).float().sum(), torch.ones_like(done, dtype=torch.float32).sum()),
         }
 
     def draw(self, batch, outputs, i):
