@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from runner.config import MonitorConfig  # noqa: E402
-from runner.health.detectors import is_check, is_evaluation  # noqa: E402
+from runner.health.replay import is_check, is_evaluation  # noqa: E402
 from runner.tasks import available  # noqa: E402
 
 RULES = MonitorConfig()
@@ -348,7 +348,7 @@ def replayed_findings(run_dir: str, recorded: list[dict]) -> list[dict]:
     --replay): lets runs made before a rule change be scored with the rules as they are now. Recorded
     findings after the last logged row (the trainer's non-finite stop) cannot be replayed and are kept."""
     from runner.health.__main__ import read_run, rules_config
-    from runner.health.detectors import replay
+    from runner.health.replay import replay
 
     rows, summary, config, _ = read_run(Path(run_dir))
     cfg, warm = rules_config(config)

@@ -69,7 +69,7 @@ class VizConfig(Section):
 
 
 class MonitorConfig(Section):
-    """Health monitor rules (runner/health/detectors.py; docs/health.md explains each)."""
+    """Health monitor rules (runner/health/rules.py; docs/health.md explains each)."""
 
     enabled: bool = True
     on_failure: Literal["warn", "stop"] = "warn"  # stop: save a checkpoint marked with the failure, then stop

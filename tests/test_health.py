@@ -9,7 +9,10 @@ import torch
 
 from conftest import find_wandb_run, inspect_records, inspect_summary, run_cli
 from runner.config import MonitorConfig
-from runner.health.detectors import DETECTORS, Finding, Rules, health_table, replay
+from runner.health.findings import Finding
+from runner.health.replay import replay
+from runner.health.rules import DETECTORS, Rules
+from runner.health.table import health_table
 
 LOG = 10  # steps between scripted checks
 

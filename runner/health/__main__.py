@@ -23,7 +23,9 @@ import yaml
 
 from runner.config import MonitorConfig
 from runner.errors import UserError, exit_on_user_error
-from runner.health.detectors import Finding, health_table, replay
+from runner.health.findings import Finding
+from runner.health.replay import replay
+from runner.health.table import health_table
 
 
 def wandb_run_path(path: Path) -> Path | None:

@@ -1,7 +1,7 @@
 """HealthMonitor: feeds the trainer's statistics to the detectors and tells the user, while the run goes.
 
 At every log interval (on_log) and evaluation (on_epoch_end) the monitor passes the host-read
-values the trainer already has to runner.health.detectors.Rules. It adds no per-step device read;
+values the trainer already has to runner.health.rules.Rules. It adds no per-step device read;
 once per evaluation it runs one forward pass of a fixed validation batch (the identical-predictions
 check). For every new finding it:
 
@@ -29,7 +29,10 @@ from runner import checkpoint as ckpt
 from runner.callbacks import Callback, Checkpointing
 from runner.config import MonitorConfig
 from runner.engine import NonFiniteError, move
-from runner.health.detectors import Finding, Rules, health_table, pct, status_of
+from runner.health.advice import ADVICE
+from runner.health.findings import Finding, pct, status_of
+from runner.health.rules import Rules
+from runner.health.table import health_table
 
 LEVEL = {"healthy": 0, "warning": 1, "failed": 2}
 
@@ -111,8 +114,7 @@ class HealthMonitor(Callback):
                 st = trainer.state
                 f = Finding("gradients", "failed", "nonfinite", st.step, float(st.epoch), "non-finite loss or "
                             "gradients stopped the run", str(exc),
-                            ["learning rate too high", "log or division of zero in a loss", "fp16 overflow"],
-                            ["lower the learning rate", "gradient clipping (train.grad_clip)", "bf16 instead of fp16"],
+                            ADVICE["nonfinite"].causes, ADVICE["nonfinite"].fixes,
                             onset_step=st.step, values={"nonfinite_steps": float(st.nonfinite_steps)})
                 self.rules.findings.append(f)
                 self.handle(trainer, [f], stop=False)

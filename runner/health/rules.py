@@ -1,4 +1,4 @@
-"""Health detectors: small documented rules over the statistics the trainer already logs -> Findings.
+"""Health rules: small documented rules over the statistics the trainer already logs -> Findings.
 
 A detector sees the two streams the callbacks see, as plain floats (no tensors, no device reads):
 
@@ -21,200 +21,16 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from collections import deque
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Iterable
+from typing import Any
 
 from runner.config import MonitorConfig
-
-SEVERITIES = ("note", "warning", "failed")
-RANK = {s: i for i, s in enumerate(SEVERITIES)}
-PROB_THRESHOLD = 0.5  # decision threshold of a probability (as runner/health/stats.py counts positives)
-TINY = 1e-3  # a std ratio below this is "identical predictions"; growth from below it is noise
-
-
-def fmt(x: float) -> str:
-    """A number as evidence shows it: 4 significant digits, no exponent for ordinary magnitudes."""
-    if x is None or not isinstance(x, (int, float)):
-        return str(x)
-    if not math.isfinite(x):
-        return str(x)
-    if x == 0:
-        return "0"
-    ax = abs(x)
-    if ax >= 1e5 or ax < 1e-4:
-        return f"{x:.2e}"
-    return f"{x:.4g}"
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.2g}%" if x < 0.1 else f"{100 * x:.1f}%"
-
-
-@dataclass
-class Finding:
-    """One thing wrong with a run: what, when, the numbers, why it happens and what to do."""
-
-    detector: str  # collapse | loss_weighting | stuck_loss | sparse_collapse | rare_class | overfitting | gradients
-    severity: str  # failed | warning | note
-    subject: str  # what it is about: "predictions", "train/loss_position", "done", "done_head" ...
-    step: int  # global step at which it fired
-    epoch: float  # epoch (fractional at a check) at which it fired
-    title: str  # one line
-    evidence: str  # the numbers
-    causes: list[str] = field(default_factory=list)
-    fixes: list[str] = field(default_factory=list)
-    onset_step: int = 0  # step at which the condition began to hold
-    checks: int = 1  # consecutive checks (or evaluations) the condition held when it fired
-    values: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Finding":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-    def headline(self) -> str:
-        return f"[health] {self.severity.upper()} {self.detector} at step {self.step}: {self.title}"
-
-    def text(self) -> str:
-        lines = [self.headline(), f"  evidence: {self.evidence}"]
-        if self.causes:
-            lines.append("  likely causes: " + "; ".join(self.causes))
-        if self.fixes:
-            lines.append("  fixes: " + "; ".join(self.fixes))
-        return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- persistence and episodes
-
-@dataclass
-class Streak:
-    """Consecutive checks a condition has held, and when it began."""
-
-    count: int = 0
-    onset_step: int = 0
-    onset_epoch: float = 0.0
-
-    def update(self, holds: bool, step: int, epoch: float) -> int:
-        if holds:
-            if self.count == 0:
-                self.onset_step, self.onset_epoch = step, epoch
-            self.count += 1
-        else:
-            self.count = 0
-        return self.count
-
-
-class Detector:
-    """Base: per-subject streaks (one per channel) and one episode flag per subject."""
-
-    name: ClassVar[str] = ""
-    doc: ClassVar[str] = ""  # one line for the health table
-
-    def __init__(self, cfg: MonitorConfig, warmup_steps: int = 0):
-        self.cfg, self.warmup_steps = cfg, warmup_steps
-        self.streaks: dict[str, Streak] = {}
-        self.active: dict[str, int] = {}  # subject -> clean checks since the condition last held
-        self.checks = 0
-
-    # -- hooks; return the findings that open a new episode
-    def check(self, step: int, epoch: float, values: dict[str, float]) -> list[Finding]:
-        return []
-
-    def evaluation(self, step: int, epoch: float, metrics: dict[str, float]) -> list[Finding]:
-        return []
-
-    # -- helpers
-    def warm(self, step: int) -> bool:
-        return step > self.warmup_steps
-
-    def judge(self, subject: str, channel: str, holds: bool, step: int, epoch: float, patience: int) -> Streak | None:
-        """Advance the (subject, channel) streak; return it when a new episode of `subject` fires."""
-        s = self.streaks.setdefault(f"{subject}|{channel}", Streak())
-        s.update(holds, step, epoch)
-        if holds:
-            if subject in self.active:
-                self.active[subject] = 0
-            elif s.count >= patience:
-                self.active[subject] = 0
-                return s
-        elif subject in self.active and not any(
-                v.count for k, v in self.streaks.items() if k.split("|")[0] == subject):
-            self.active[subject] += 1
-            if self.active[subject] >= self.cfg.clear_checks:
-                del self.active[subject]
-        return None
-
-    def level(self) -> int:
-        """0 ok, 1 a condition holds but has not persisted, 2 an episode is active."""
-        if self.active:
-            return 2
-        return 1 if any(s.count for s in self.streaks.values()) else 0
-
-    def finding(self, severity: str, subject: str, step: int, epoch: float, title: str, evidence: str,
-                causes: list[str], fixes: list[str], streak: Streak | None, values: dict[str, float]) -> Finding:
-        return Finding(detector=self.name, severity=severity, subject=subject, step=step, epoch=round(epoch, 3),
-                       title=title, evidence=evidence, causes=causes, fixes=fixes,
-                       onset_step=streak.onset_step if streak else step, checks=streak.count if streak else 1,
-                       values={k: float(v) for k, v in values.items() if isinstance(v, (int, float))})
-
-    # -- checkpoint state (plain containers only: loads with weights_only=True)
-    def state_dict(self) -> dict[str, Any]:
-        return {"streaks": {k: asdict(v) for k, v in self.streaks.items()}, "active": dict(self.active),
-                "checks": self.checks, "extra": self.extra_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.streaks = {k: Streak(**v) for k, v in state["streaks"].items()}
-        self.active = dict(state["active"])
-        self.checks = int(state["checks"])
-        self.load_extra_state(state.get("extra", {}))
-
-    def extra_state(self) -> dict[str, Any]:
-        return {}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None: ...
-
-
-class History:
-    """Last `n` values per key (host floats), kept in plain lists for checkpointing."""
-
-    def __init__(self, n: int):
-        self.n = n
-        self.data: dict[str, deque] = {}
-
-    def push(self, key: str, value: float) -> None:
-        self.data.setdefault(key, deque(maxlen=self.n)).append(value)
-
-    def get(self, key: str) -> list[float]:
-        return list(self.data.get(key, ()))
-
-    def state(self) -> dict[str, list[float]]:
-        return {k: list(v) for k, v in self.data.items()}
-
-    def load(self, state: dict[str, list[float]]) -> None:
-        self.data = {k: deque(v, maxlen=self.n) for k, v in state.items()}
-
-
-def finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+from runner.health.advice import ADVICE
+from runner.health.findings import (PROB_THRESHOLD, TINY, Detector, Finding, History, Streak, finite, fmt, pct,
+                                    status_of)
 
 
 # ---------------------------------------------------------------- 1. prediction collapse
 
-COLLAPSE_CAUSES = [
-    "the loss has a degenerate minimum at a constant prediction (seed 002: GIoU/SmoothL1 on x1y1x2y2 corners "
-    "with a sigmoid head converged to one box for every input)",
-    "a learning rate too high for a saturating (sigmoid/softmax) head",
-    "learnable loss weights that let the model ignore the term (seed 000: identical lanes for every image)",
-]
-COLLAPSE_FIXES = [
-    "fixed loss weights (config floats; no loss parameters in the optimizer)",
-    "CIoU + SmoothL1 on a center+size parameterization instead of GIoU on corners (seed 002)",
-    "lower the learning rate (optim.lr / 10)",
-    "retrain from scratch: a collapsed checkpoint does not recover by fine-tuning (seed 000)",
-]
 
 
 class PredictionCollapse(Detector):
@@ -270,7 +86,7 @@ class PredictionCollapse(Detector):
               f"pred range [{fmt(values.get('pred/min', math.nan))}, {fmt(values.get('pred/max', math.nan))}]")
         return [self.finding("failed", "predictions", step, epoch,
                              f"prediction collapse: pred/std_ratio {fmt(ratio)}", ev, self.causes(values),
-                             COLLAPSE_FIXES, s, {"pred/std_ratio": ratio})]
+                             ADVICE["collapse"].fixes, s, {"pred/std_ratio": ratio})]
 
     def evaluation(self, step, epoch, metrics):
         ratio = metrics.get("val/pred/std_ratio")
@@ -298,14 +114,15 @@ class PredictionCollapse(Detector):
         ev = "; ".join(parts) + f" for {s.count} evaluations since epoch {int(s.onset_epoch)}"
         return [self.finding("failed", "predictions", step, epoch,
                              f"prediction collapse on validation: identical predictions for different inputs",
-                             ev, self.causes(metrics), COLLAPSE_FIXES, s,
+                             ev, self.causes(metrics), ADVICE["collapse"].fixes, s,
                              {"val/pred/std_ratio": ratio if finite(ratio) else math.nan,
                               "health/fixed_std_ratio": fixed if finite(fixed) else math.nan})]
 
     def causes(self, values) -> list[str]:
         if any(k.startswith("loss/") for k in values):
-            return [COLLAPSE_CAUSES[2], COLLAPSE_CAUSES[0], COLLAPSE_CAUSES[1]]
-        return COLLAPSE_CAUSES[:2]
+            c = ADVICE["collapse"].causes
+            return [c[2], c[0], c[1]]
+        return ADVICE["collapse"].causes[:2]
 
     def extra_state(self):
         return {"prev": dict(self.prev), "peak": {k: list(v) for k, v in self.peak.items()}}
@@ -404,12 +221,7 @@ class RunawayWeighting(Detector):
                 ev += f"; total loss {fmt(values['train/loss'])} (negative)"
             found.append(self.finding(
                 "failed", term, step, epoch, f"runaway loss weighting: the {term} term is being switched off", ev,
-                ["learnable (Kendall) uncertainty weights: each weight follows 1/L of its own term, so a term that "
-                 "is easy to drive to zero takes over and the others stop being learned (seed 000: val loss "
-                 "-2.47, identical lanes)"],
-                ["fixed loss weights (seed 000: w_reg=1, w_exist=1, w_curv=0.1) and no loss parameters in the "
-                 "optimizer", "if learnable weights must stay: bound log sigma^2 (loss.kind: uncertainty_safe)",
-                 "retrain from scratch (seed 000: the collapsed model does not recover)"],
+                ADVICE["loss_weighting"].causes, ADVICE["loss_weighting"].fixes,
                 s, {key: values[key], "share_ratio": ratio}))
         total = values.get("train/loss")
         if finite(total) and total < 0 and not runaway_any and not self.noted and not self.active:
@@ -485,10 +297,7 @@ class StuckLoss(Detector):
                   f"(range {fmt(min(window))}..{fmt(max(window))}); first value {fmt(first)}")
             found.append(self.finding(
                 "failed", key, step, epoch, f"stuck loss: {key} flat at {mid:.3f}", ev,
-                ["the term has no usable gradient at the current predictions (seed 002: GIoU of "
-                 "non-overlapping boxes stuck at 1.000)", "a saturated output (sigmoid at 0 or 1) or dead ReLUs"],
-                ["CIoU/DIoU + SmoothL1 instead of GIoU (seed 002: ~12x stronger gradients without overlap)",
-                 "center+size parameterization of boxes", "check the head's activation; change the learning rate"],
+                ADVICE["stuck_loss"].causes, ADVICE["stuck_loss"].fixes,
                 Streak(n, steps[0], epoch), {key: v, "lr": lr}))
         return found
 
@@ -507,10 +316,6 @@ def rate_names(values: dict[str, float], prefix: str = "") -> list[str]:
     return [m.group(1) for k in values if (m := pat.match(k))]
 
 
-SPARSE_CAUSES = ["predicting empty minimizes the loss on ~1% positives: weighted BCE (seed 004: pos_weight 10 "
-                 "was not enough for 99.2% empty voxels) or dice whose value vanishes when both are ~0"]
-SPARSE_FIXES = ["focal loss (alpha 0.99, gamma 2) + dice + mean-matching with weight 10 (seed 004)",
-                "check the data for empty samples: python -m runner.check_data --config ..."]
 
 
 class SparseCollapse(Detector):
@@ -550,7 +355,7 @@ class SparseCollapse(Detector):
                       + f", for {s.count} checks since step {s.onset_step}")
                 found.append(self.finding("failed", r, step, epoch,
                                           f"sparse-target collapse: {r} predicted {fmt(m / t)}x its true rate",
-                                          ev, SPARSE_CAUSES, SPARSE_FIXES, s,
+                                          ev, ADVICE["sparse_collapse"].causes, ADVICE["sparse_collapse"].fixes, s,
                                           {f"pred/{r}_mean": m, f"target/{r}_rate": t}))
         return found
 
@@ -570,7 +375,7 @@ class SparseCollapse(Detector):
                 ev = (f"no validation element reaches probability {PROB_THRESHOLD} (max {fmt(mx)}, mean {fmt(m)}) "
                       f"although {pct(t)} are positive, for {s.count} evaluations since epoch {int(s.onset_epoch)}")
                 found.append(self.finding("failed", r, step, epoch, f"sparse-target collapse: {r} never predicted",
-                                          ev, SPARSE_CAUSES, SPARSE_FIXES, s,
+                                          ev, ADVICE["sparse_collapse"].causes, ADVICE["sparse_collapse"].fixes, s,
                                           {f"val/pred/{r}_max": mx, f"val/target/{r}_rate": t}))
         return found
 
@@ -615,14 +420,12 @@ class RareClass(Detector):
                       + (f"; max predicted {r} probability {fmt(mx)}" if finite(mx) else ""))
                 fixes = []
                 if finite(p) and 0 < p < 0.5:
-                    fixes.append(f"raise the {r} term's weight: a positive weight of about (1-p)/p = "
-                                 f"{(1 - p) / p:.0f} balances {pct(p)} positives (seed 003: done weight 1 -> 3)")
-                fixes += ["sample the rare class more often (e.g. data.sampling: balanced)",
-                          "focal loss on the rare class"]
+                    fixes += ADVICE["rare_class_weight"].format(name=r, weight=(1 - p) / p, rate=pct(p)).fixes
+                adv = ADVICE["rare_class"].format(rate=pct(p) if finite(p) else "few")
+                fixes += adv.fixes
                 found.append(self.finding(
                     "warning", r, step, epoch, f"rare class never predicted: val {r} recall {fmt(rec)}", ev,
-                    [f"only {pct(p) if finite(p) else 'few'} positives: an unweighted BCE learns to always say no "
-                     f"(seed 003: 3% done, predictions always low)"], fixes, s, {key: rec, "positive_rate": p}))
+                    adv.causes, fixes, s, {key: rec, "positive_rate": p}))
         return found
 
     def extra_state(self):
@@ -661,16 +464,13 @@ class Overfitting(Detector):
         if not s:
             return []
         be, bv, bt = self.best
+        adv = ADVICE["overfitting"].format(best_epoch=be)
         ev = (f"val loss {fmt(v)} at epoch {int(epoch)} vs best {fmt(bv)} at epoch {be} "
               f"(+{100 * (v - bv) / abs(bv):.0f}%) for {s.count} evaluations, while train loss went "
               f"{fmt(bt)} -> {fmt(t)}; train/val gap {fmt(v - t)} (at best epoch {fmt(bv - bt)})")
         return [self.finding("warning", "val_loss", step, epoch,
                              f"overfitting: best val loss was at epoch {be}", ev,
-                             ["the model memorizes the training set (seed 003: best val 0.606 at epoch 10, "
-                              "1.509 at epoch 55; train 0.10)"],
-                             [f"early stopping (early_stop.enabled: true, patience 5) and use the best checkpoint "
-                              f"(epoch {be}: checkpoints/best.pt)", "more training data or augmentation",
-                              "weight decay or a smaller model"],
+                             adv.causes, adv.fixes,
                              s, {"epoch/val_loss": v, "epoch/train_loss": t, "best_epoch": be, "best_val_loss": bv,
                                  "gap": v - t})]
 
@@ -718,8 +518,7 @@ class GradientTrouble(Detector):
             found.append(self.finding(
                 "failed", "nonfinite", step, epoch, f"non-finite {' and '.join(bad)}",
                 f"{what} in the interval ending at step {step} (lr {fmt(values.get('lr', math.nan))})",
-                ["learning rate too high", "log or division of zero in a loss", "fp16 overflow"],
-                ["lower the learning rate", "gradient clipping (train.grad_clip)", "bf16 instead of fp16"],
+                ADVICE["nonfinite"].causes, ADVICE["nonfinite"].fixes,
                 s, {}))
         # -- explosion (relative to the running median of earlier checks)
         spikes = []
@@ -738,9 +537,7 @@ class GradientTrouble(Detector):
             found.append(self.finding(
                 "warning", "explosion", step, epoch, "exploding " + " and ".join(k for k, _, _ in spikes),
                 ev + f" at step {step} (lr {fmt(values.get('lr', math.nan))})",
-                ["learning rate too high", "no or weak gradient clipping"],
-                ["lower the learning rate (seed 003: 5e-5 -> 1e-5 when gradients explode)",
-                 "stronger clipping (train.grad_clip 0.5)"], s, {k: v for k, v, _ in spikes}))
+                ADVICE["explosion"].causes, ADVICE["explosion"].fixes, s, {k: v for k, v, _ in spikes}))
         # -- vanishing heads
         heads = {k[5:]: v for k, v in values.items() if k.startswith("grad/") and k != "grad/total" and finite(v)}
         if len(heads) >= 2:
@@ -756,16 +553,13 @@ class GradientTrouble(Detector):
                 if s:
                     top = max((k for k in heads if k != h), key=heads.get)
                     zero = g == 0
+                    adv = ADVICE["vanishing_zero" if zero else "vanishing"]
                     ev = (f"grad/{h} = {fmt(g)} vs grad/{top} = {fmt(others)}"
                           f"{' (exactly zero: no gradient reaches it)' if zero else f' (ratio {fmt(g / others)})'}"
                           f" for {s.count} checks since step {s.onset_step}")
                     found.append(self.finding(
                         "warning", h, step, epoch, f"vanishing gradient: head {h} is not learning", ev,
-                        ["no gradient reaches it: its loss term has weight 0, it is detached, or its ReLUs are "
-                         "dead" if zero else "a saturated activation (sigmoid/softmax at 0 or 1) or dead ReLUs",
-                         "learning rate too high (the head saturated)"],
-                        ["give the head's loss term a non-zero weight", "lower the learning rate",
-                         "remove the saturating activation or initialise the head's bias sensibly"],
+                        adv.causes, adv.fixes,
                         s, {f"grad/{h}": g, f"grad/{top}": others}))
         return found
 
@@ -826,69 +620,3 @@ class Rules:
                 d.load_state_dict(state["detectors"][d.name])
         self.findings = [Finding.from_dict(f) for f in state["findings"]]
 
-
-def status_of(findings: Iterable[Finding]) -> str:
-    """healthy | warning | failed (notes do not change the status)."""
-    worst = max((RANK[f.severity] for f in findings), default=0)
-    return {0: "healthy", 1: "warning", 2: "failed"}[worst]
-
-
-def is_check(record: dict[str, Any]) -> bool:
-    """A metrics.jsonl / W&B history row holding a log interval's values. W&B merges the epoch-end
-    values logged at the same step into the same row, so a row can be both."""
-    return "train/loss" in record or "grad/total" in record or "lr" in record
-
-
-def is_evaluation(record: dict[str, Any]) -> bool:
-    return "epoch/val_loss" in record or "epoch/train_loss" in record
-
-
-def replay(records: Iterable[dict[str, Any]], cfg: MonitorConfig | None = None, warmup_steps: int = 0,
-           balance: dict | None = None) -> Rules:
-    """Run the rules over logged rows (metrics.jsonl or W&B history), in order."""
-    rules = Rules(cfg, warmup_steps)
-    if balance:
-        rules.set_class_balance(balance)
-    for r in records:
-        step = int(r.get("_step", 0))
-        values = {k: v for k, v in r.items() if not k.startswith("_") and not k.startswith("health/")
-                  or k in ("health/fixed_std_ratio", "health/nonfinite_steps")}
-        if is_check(r):
-            rules.check(step, float(r.get("epoch", 0)), values)
-        if is_evaluation(r):
-            rules.evaluation(step, float(r.get("epoch", 0)), values)
-    return rules
-
-
-# ---------------------------------------------------------------- the health table
-
-def health_table(findings: list[Finding], balance: dict | None = None, source: str = "") -> str:
-    """The text table printed at the end of a run and by `python -m runner.health`."""
-    status = status_of(findings)
-    by_det: dict[str, list[Finding]] = {}
-    for f in findings:
-        by_det.setdefault(f.detector, []).append(f)
-    counts = {sev: sum(f.severity == sev for f in findings) for sev in SEVERITIES}
-    lines = [f"  status: {status.upper()} ({counts['failed']} failures, {counts['warning']} warnings, "
-             f"{counts['note']} notes)" + (f"; {source}" if source else "")]
-    lines.append(f"  {'detector':<16} {'status':<8} {'step':>7}  evidence")
-    for cls in DETECTORS:
-        fs = [f for f in by_det.get(cls.name, []) if f.severity != "note"]
-        if not fs:
-            lines.append(f"  {cls.name:<16} {'ok':<8} {'-':>7}  -")
-            continue
-        for f in fs:
-            lines.append(f"  {cls.name:<16} {f.severity:<8} {f.step:>7}  {f.title}")
-    notes = [f for f in findings if f.severity == "note"]
-    for f in notes:
-        lines.append(f"  note: {f.title} ({f.evidence})")
-    if balance:
-        parts = [f"{r} {', '.join(f'{pct(v)} of {s}' for s, v in splits.items())}" for r, splits in balance.items()]
-        lines.append("  class balance at start: " + "; ".join(parts))
-    for i, f in enumerate([f for f in findings if f.severity != "note"], 1):
-        lines.append(f"  [{i}] {f.detector} at step {f.step} (epoch {f.epoch:g}): {f.evidence}")
-        if f.causes:
-            lines.append(f"      likely causes: {'; '.join(f.causes)}")
-        if f.fixes:
-            lines.append(f"      fixes: {'; '.join(f.fixes)}")
-    return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""Causes and fixes, one table for every rule: the rules (runner/health/rules.py) and the monitor
+(runner/health/monitor.py) read them from here, so a piece of advice is written once.
+
+ADVICE[key] = Advice(causes, fixes). A few entries have {placeholders} that the rule fills with the
+run's numbers (Advice.format).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Advice:
+    causes: list[str] = field(default_factory=list)
+    fixes: list[str] = field(default_factory=list)
+
+    def format(self, **kw) -> "Advice":
+        return Advice([c.format(**kw) for c in self.causes], [f.format(**kw) for f in self.fixes])
+
+
+ADVICE: dict[str, Advice] = {
+    "collapse": Advice(
+        causes=[
+            "the loss has a degenerate minimum at a constant prediction (seed 002: GIoU/SmoothL1 on x1y1x2y2 corners "
+            "with a sigmoid head converged to one box for every input)",
+            "a learning rate too high for a saturating (sigmoid/softmax) head",
+            "learnable loss weights that let the model ignore the term (seed 000: identical lanes for every image)",
+        ],
+        fixes=[
+            "fixed loss weights (config floats; no loss parameters in the optimizer)",
+            "CIoU + SmoothL1 on a center+size parameterization instead of GIoU on corners (seed 002)",
+            "lower the learning rate (optim.lr / 10)",
+            "retrain from scratch: a collapsed checkpoint does not recover by fine-tuning (seed 000)",
+        ]),
+    "loss_weighting": Advice(
+        causes=[
+            "learnable (Kendall) uncertainty weights: each weight follows 1/L of its own term, so a term that "
+            "is easy to drive to zero takes over and the others stop being learned (seed 000: val loss "
+            "-2.47, identical lanes)"],
+        fixes=[
+            "fixed loss weights (seed 000: w_reg=1, w_exist=1, w_curv=0.1) and no loss parameters in the "
+            "optimizer", "if learnable weights must stay: bound log sigma^2 (loss.kind: uncertainty_safe)",
+            "retrain from scratch (seed 000: the collapsed model does not recover)"]),
+    "stuck_loss": Advice(
+        causes=["the term has no usable gradient at the current predictions (seed 002: GIoU of "
+                "non-overlapping boxes stuck at 1.000)", "a saturated output (sigmoid at 0 or 1) or dead ReLUs"],
+        fixes=["CIoU/DIoU + SmoothL1 instead of GIoU (seed 002: ~12x stronger gradients without overlap)",
+               "center+size parameterization of boxes", "check the head's activation; change the learning rate"]),
+    "sparse_collapse": Advice(
+        causes=["predicting empty minimizes the loss on ~1% positives: weighted BCE (seed 004: pos_weight 10 "
+                "was not enough for 99.2% empty voxels) or dice whose value vanishes when both are ~0"],
+        fixes=["focal loss (alpha 0.99, gamma 2) + dice + mean-matching with weight 10 (seed 004)",
+               "check the data for empty samples: python -m runner.check_data --config ..."]),
+    "rare_class": Advice(
+        causes=["only {rate} positives: an unweighted BCE learns to always say no "
+                "(seed 003: 3% done, predictions always low)"],
+        fixes=["sample the rare class more often (e.g. data.sampling: balanced)", "focal loss on the rare class"]),
+    "rare_class_weight": Advice(
+        fixes=["raise the {name} term's weight: a positive weight of about (1-p)/p = "
+               "{weight:.0f} balances {rate} positives (seed 003: done weight 1 -> 3)"]),
+    "overfitting": Advice(
+        causes=["the model memorizes the training set (seed 003: best val 0.606 at epoch 10, "
+                "1.509 at epoch 55; train 0.10)"],
+        fixes=["early stopping (early_stop.enabled: true, patience 5) and use the best checkpoint "
+               "(epoch {best_epoch}: checkpoints/best.pt)", "more training data or augmentation",
+               "weight decay or a smaller model"]),
+    "nonfinite": Advice(
+        causes=["learning rate too high", "log or division of zero in a loss", "fp16 overflow"],
+        fixes=["lower the learning rate", "gradient clipping (train.grad_clip)", "bf16 instead of fp16"]),
+    "explosion": Advice(
+        causes=["learning rate too high", "no or weak gradient clipping"],
+        fixes=["lower the learning rate (seed 003: 5e-5 -> 1e-5 when gradients explode)",
+               "stronger clipping (train.grad_clip 0.5)"]),
+    "vanishing_zero": Advice(
+        causes=["no gradient reaches it: its loss term has weight 0, it is detached, or its ReLUs are dead",
+                "learning rate too high (the head saturated)"],
+        fixes=["give the head's loss term a non-zero weight", "lower the learning rate",
+               "remove the saturating activation or initialise the head's bias sensibly"]),
+    "vanishing": Advice(
+        causes=["a saturated activation (sigmoid/softmax at 0 or 1) or dead ReLUs",
+                "learning rate too high (the head saturated)"],
+        fixes=["give the head's loss term a non-zero weight", "lower the learning rate",
+               "remove the saturating activation or initialise the head's bias sensibly"]),
+}
