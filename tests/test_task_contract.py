@@ -94,3 +94,24 @@ def test_meta_device_catches_host_reads_and_cpu_tensors():
         float(t.sum())
     bad = {"metrics": {"acc": (t.sum(), torch.tensor(float(t.numel())))}}
     assert [p for p, x in tensors(bad) if x.device != t.device] == [".metrics.acc[1]"]
+
+
+def test_box_losses_match_torchvision():
+    """The puzzle losses' CIoU/GIoU (torchvision's formulas without the boolean-mask assignment that
+    reads the host on a GPU) give torchvision's values and gradients, overlapping or not."""
+    from torchvision import ops
+
+    from runner.losses.box import complete_box_iou_loss, generalized_box_iou_loss
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(64, 2, generator=g)
+    a = torch.cat([xy, xy + 0.05 + torch.rand(64, 2, generator=g) * 0.5], 1).requires_grad_()
+    xy = torch.rand(64, 2, generator=g)
+    b = torch.cat([xy, xy + 0.05 + torch.rand(64, 2, generator=g) * 0.5], 1)
+    for ours, theirs in ((complete_box_iou_loss, ops.complete_box_iou_loss),
+                         (generalized_box_iou_loss, ops.generalized_box_iou_loss)):
+        mine = ours(a, b)
+        (ga,) = torch.autograd.grad(mine, a)
+        ref = theirs(a, b, reduction="mean")
+        (gr,) = torch.autograd.grad(ref, a)
+        torch.testing.assert_close(mine, ref)
+        torch.testing.assert_close(ga, gr)
