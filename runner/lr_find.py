@@ -37,7 +37,7 @@ from runner.errors import UserError, exit_on_user_error
 from runner.tasks import build_task, safe_name
 from runner.tracking import Tracker, new_run_id
 from runner.build import make_loaders, make_optimizer, resolve_device, seed_everything
-from runner.train import build_parser, cli_overrides
+from runner.cli import build_parser, cli_overrides
 
 SMOOTH_BETA = 0.98  # EMA of the loss, bias-corrected (fastai / Lightning)
 DROP_FRACTION = 0.1  # the stable range starts once the loss has made this share of its total drop

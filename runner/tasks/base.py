@@ -102,8 +102,6 @@ class Task:
     DataConfig: ClassVar[type[Section]] = Section
     ModelConfig: ClassVar[type[Section]] = Section
     LossConfig: ClassVar[type[Section]] = Section
-    # metric the early stopper and `best` checkpoint watch, as logged
-    primary_metric: ClassVar[str] = "epoch/val_loss"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
