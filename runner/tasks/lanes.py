@@ -160,7 +160,7 @@ class LanesTask(Task):
             "point_error": ((pts * live).sum(), live.sum()),
             "exist_precision": (tp, pred_exist.float().sum()),
             "exist_recall": (tp, live.sum()),
-            "exist_accuracy": ((pred_exist == exist).float().sum(), torch.tensor(float(exist.numel()))),
+            "exist_accuracy": ((pred_exist == exist).float().sum(), torch.ones_like(live).sum()),
         }
 
     # ------------------------------------------------------------------ overlay
