@@ -178,3 +178,24 @@ def test_example_trains_outside_the_repository_and_a_broken_variant_collapses(ex
     summary = json.loads(next((example / "broken_runs").glob("keypoints.task.KeypointTask-*/summary.json")).read_text())
     assert summary["health/status"] == "failed"
     assert ("collapse", "predictions") in {(f["detector"], f["subject"]) for f in summary["health/findings"]}
+
+
+@pytest.mark.parametrize("name", ["sequence", "lanes", "puzzle", "occupancy"])
+def test_builtin_references_measure_any_dataset(name, monkeypatch):
+    """describe_data() and baseline() of each built-in task on a wrapped dataset (a Subset, which has
+    none of the built-in datasets' shortcut methods) equal the same measures on the dataset itself."""
+    from tests.test_task_contract import TASKS
+
+    path, overrides = TASKS[name]
+    cfg = build_config(__import__("runner.config", fromlist=["load_yaml"]).load_yaml(path), overrides)
+    plain = get_task_class(name)(cfg)
+    wrapped = get_task_class(name)(cfg)
+    own = type(plain).dataset
+    monkeypatch.setattr(wrapped, "dataset", lambda split: torch.utils.data.Subset(own(wrapped, split), range(8)))
+    for split in ("train", "val"):
+        a, b = plain.describe_data(split), wrapped.describe_data(split)
+        assert set(b) <= set(a) and set(a) - set(b) <= {"scene_occupancy_rate"}  # synthetic scenes only
+        for k in b:
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (k, a[k], b[k])
+    a, b = plain.baseline(), wrapped.baseline()
+    assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6) for k in a), (a, b)
