@@ -64,7 +64,9 @@ class ValShard(torch.utils.data.Sampler[int]):
     The ranks' shards are disjoint and together hold every sample once, so the all-reduced sums and
     counts of the validation meters are those of a one-process evaluation (a padding sampler such
     as DistributedSampler repeats samples, which would then count twice). Shards differ in length
-    by at most one; evaluation forwards the model without collectives, so that is safe.
+    by at most one sample, so the number of batches can differ by one: a DDP forward under no_grad
+    syncs buffers only on the first evaluation forward after training, which every rank makes (each
+    shard holds at least one sample), and the meters are all-reduced once at the end.
     """
 
     def __init__(self, n: int, rank: int, world: int):

@@ -8,14 +8,15 @@ from pathlib import Path
 
 from runner import checkpoint as ckpt
 from runner.errors import UserError
+from runner.tasks import safe_name
 
 
 def find_resume(cfg, resume: str | None) -> Path | None:
     if resume != "auto":
         return Path(resume) if resume else None
-    found = sorted(Path(cfg.out_dir).glob(f"{cfg.task}-*/checkpoints/latest.pt"), key=lambda p: p.stat().st_mtime)
+    found = sorted(Path(cfg.out_dir).glob(f"{safe_name(cfg.task)}-*/checkpoints/latest.pt"), key=lambda p: p.stat().st_mtime)
     if not found:
-        print(f"--resume auto: no checkpoint under {cfg.out_dir}/{cfg.task}-*; starting a new run")
+        print(f"--resume auto: no checkpoint under {cfg.out_dir}/{safe_name(cfg.task)}-*; starting a new run")
         return None
     print(f"--resume auto: continuing from {found[-1]}")
     return found[-1]

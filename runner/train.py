@@ -29,7 +29,7 @@ from runner.health.monitor import HealthMonitor
 from runner.report import print_run_report
 from runner.schedules import make_lr_fn
 from runner.sweep.swept import swept_value_problem
-from runner.tasks import build_task
+from runner.tasks import build_task, safe_name
 from runner.tracking import NullTracker, Tracker, new_run_id
 
 __all__ = ["main", "fit", "make_optimizer", "resolve_device"]
@@ -62,7 +62,7 @@ def fit(cfg, resume: str | None = None, progress: bool = True, force: bool = Fal
         model = torch.compile(model)
     run_id = distributed.broadcast(resumed["run_id"] if resumed else new_run_id(), d)
     run_dir = Path(distributed.broadcast(str(source.resolve().parent.parent) if resumed else
-                                         str(Path(cfg.out_dir) / f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"), d))
+                                         str(Path(cfg.out_dir) / f"{safe_name(cfg.task)}-{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"), d))
     config = to_dict(cfg)
     if d.main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -85,8 +85,10 @@ def fit(cfg, resume: str | None = None, progress: bool = True, force: bool = Fal
     callbacks = [early] + ([monitor] if monitor else [])  # in any order (see runner.callbacks)
     if d.main:  # overlays, checkpoints and W&B belong to rank 0
         store = ckpt.CheckpointStore(run_dir, cfg.checkpoint.keep_periodic)
-        callbacks += [Overlays(tracker, cfg.viz.n_samples, cfg.viz.every),
-                      Checkpointing(store, tracker, config, run_id, cfg.checkpoint.save_every, cfg.checkpoint.upload,
+        if not task.has_overlay():
+            print(task.overlay_note())
+        callbacks += [Overlays(tracker, cfg.viz.n_samples, cfg.viz.every)] if task.has_overlay() else []
+        callbacks += [Checkpointing(store, tracker, config, run_id, cfg.checkpoint.save_every, cfg.checkpoint.upload,
                                     criterion, extra_state=monitor.checkpoint_mark if monitor else None, best=early),
                       Tracking(tracker)]
     steps = min(len(train_dl), cfg.train.max_train_iters or len(train_dl))
