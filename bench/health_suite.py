@@ -410,15 +410,16 @@ def measure_overhead(out: Path, overrides: dict[str, Any]) -> dict[str, Any]:
         def on_log(self, trainer, step, values):
             log["t"].append(time.perf_counter())
             log["on"].append(self.active)
-            if self.active:
-                super().on_log(trainer, step, values)
+            out = super().on_log(trainer, step, values) if self.active else None
             self.active = not self.active
+            return out
 
         def on_epoch_end(self, trainer, epoch, metrics):
             log["epoch_end"].append(len(log["t"]))
             t0 = time.perf_counter()
-            super().on_epoch_end(trainer, epoch, metrics)
+            out = super().on_epoch_end(trainer, epoch, metrics)
             log.setdefault("epoch_hook", []).append(time.perf_counter() - t0)
+            return out
 
     monitors = []
 
