@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner import keys
+from runner.keys import EPOCH, VAL
 from runner.cli import resolve_cli
 from runner.config import build_config, get_dotted, load_config, read_yaml_file, to_dict, valid_keys
 from runner.errors import UserError
@@ -193,8 +193,8 @@ def load_sweep(path: str | Path, sets: dict[str, Any] | None = None, check_metri
     params_raw = raw.get("parameters")
     if not isinstance(params_raw, dict) or not params_raw:
         raise UserError(f"{where}: needs parameters: {{<dotted.config.key>: {{values: [...]}}}}")
-    keys = valid_keys(type(cfg))
-    sections = {k for k in keys if any(o.startswith(k + ".") for o in keys)}
+    config_keys = valid_keys(type(cfg))
+    sections = {k for k in config_keys if any(o.startswith(k + ".") for o in config_keys)}
     params: dict[str, Param] = {}
     for name in sorted(params_raw, key=str):
         spec = params_raw[name]
@@ -205,12 +205,12 @@ def load_sweep(path: str | Path, sets: dict[str, Any] | None = None, check_metri
             raise UserError(f"{pwhere}: {name!r} nests parameters; name each swept key by its dotted config "
                             f"path instead (e.g. {name}.<key>)")
         if name in sections:
-            inside = sorted(k for k in keys if k.startswith(name + ".") and k not in sections)
+            inside = sorted(k for k in config_keys if k.startswith(name + ".") and k not in sections)
             raise UserError(f"{pwhere}: {name!r} is a section, not a value; sweep keys inside it "
                             f"({', '.join(inside[:6])}{' ...' if len(inside) > 6 else ''})")
-        if name not in keys:
+        if name not in config_keys:
             raise UserError(f"{pwhere}: {name!r} is not a config key of task {task!r}"
-                            f"{_close(name, set(keys) - sections)}")
+                            f"{_close(name, set(config_keys) - sections)}")
         if name in RUNNER_OWNED:
             raise UserError(f"{pwhere}: {name!r} is set per run by the sweep runner and cannot be swept")
         if sets and name in sets:
@@ -246,7 +246,7 @@ def load_sweep(path: str | Path, sets: dict[str, Any] | None = None, check_metri
         except UserError as e:
             raise UserError(f"{where}: command: {e}") from None
         if sweep.metric not in sweep.logged:
-            val_names = sorted(n for n in sweep.logged if n.startswith((keys.VAL, keys.EPOCH)))
+            val_names = sorted(n for n in sweep.logged if n.startswith((VAL, EPOCH)))
             raise UserError(f"{where}: metric {sweep.metric!r} is never logged by task {task!r}"
                             f"{_close(sweep.metric, sweep.logged)} (epoch-level names: {', '.join(val_names)})")
     return sweep
