@@ -94,10 +94,15 @@ class PredictionCollapse(Detector):
         if metrics.get("val/gt/std", 1.0) < 1e-8:
             ratio = None  # constant targets: nothing to compare
         low_val = finite(ratio) and self.low("val/pred/std_ratio", ratio, self.cfg.collapse_ratio, step)
-        low_fixed = finite(fixed) and self.low("health/fixed_std_ratio", fixed, self.cfg.identical_ratio, step)
-        holds = (low_val or low_fixed) and self.warm(step)
-        s = self.judge("predictions", "val", holds, step, epoch, self.patience("val/pred/std_ratio",
-                                                                               self.cfg.collapse_ratio))
+        identical = finite(fixed) and fixed < self.cfg.identical_ratio
+        if finite(fixed):
+            self.low("health/fixed_std_ratio", fixed, self.cfg.identical_ratio, step)  # keeps the peak
+        # identical predictions for different inputs: nothing to wait for, at the first evaluation that shows them
+        s = self.judge("predictions", "identical", identical, step, epoch, 1)
+        if not s:
+            holds = low_val and self.warm(step)
+            s = self.judge("predictions", "val", holds, step, epoch, self.patience("val/pred/std_ratio",
+                                                                                   self.cfg.collapse_ratio))
         if not s:
             return []
         parts = []
@@ -111,12 +116,28 @@ class PredictionCollapse(Detector):
             if rows:
                 parts.append("; ".join(f"sample {i}: pred ({', '.join(f'{v:.3f}' for v in r[:4])})"
                                        for i, r in enumerate(rows)))
-        ev = "; ".join(parts) + f" for {s.count} evaluations since epoch {int(s.onset_epoch)}"
-        return [self.finding("failed", "predictions", step, epoch,
-                             f"prediction collapse on validation: identical predictions for different inputs",
-                             ev, self.causes(metrics), ADVICE["collapse"].fixes, s,
+        spread = metrics.get("health/fixed_input_spread")
+        if finite(spread):
+            parts.append(f"the fixed val inputs themselves vary by {fmt(spread)} across the batch (std across "
+                         f"samples / std of all their values)")
+        ev = "; ".join(parts) + f" for {s.count} evaluation{'s' if s.count > 1 else ''} since epoch {int(s.onset_epoch)}"
+        title = ("identical predictions for different val inputs" if identical
+                 else f"val predictions collapsed: pred/std_ratio {fmt(ratio)}")
+        causes, fixes = self.explain(metrics)
+        return [self.finding("failed", "predictions", step, epoch, title, ev, causes, fixes, s,
                              {"val/pred/std_ratio": ratio if finite(ratio) else math.nan,
-                              "health/fixed_std_ratio": fixed if finite(fixed) else math.nan})]
+                              "health/fixed_std_ratio": fixed if finite(fixed) else math.nan,
+                              "health/fixed_input_spread": spread if finite(spread) else math.nan})]
+
+    def explain(self, metrics) -> tuple[list[str], list[str]]:
+        """Which cause the evidence supports: inputs that do not vary, or a model that ignores inputs that do."""
+        spread = metrics.get("health/fixed_input_spread")
+        if finite(spread) and spread < self.cfg.identical_ratio:
+            return ADVICE["inputs_constant"].causes, ADVICE["inputs_constant"].fixes
+        causes = self.causes(metrics)
+        if finite(spread):
+            causes = [ADVICE["inputs_ignored"].causes[0].format(spread=fmt(spread))] + causes
+        return causes, ADVICE["collapse"].fixes
 
     def causes(self, values) -> list[str]:
         if any(k.startswith("loss/") for k in values):
@@ -418,6 +439,13 @@ class RareClass(Detector):
                 ev = (f"val {r} recall {fmt(rec)} for {s.count} evaluations since epoch {int(s.onset_epoch)}; "
                       f"class balance measured at start: {r} is {bal}"
                       + (f"; max predicted {r} probability {fmt(mx)}" if finite(mx) else ""))
+                split = rarer_split(rates)
+                if split:  # present in one split, absent or far rarer in the other: labels, not imbalance
+                    adv = ADVICE["class_split"].format(name=r, split=split, rates=bal)
+                    found.append(self.finding(
+                        "warning", r, step, epoch, f"{r} labels differ between splits: recall {fmt(rec)}", ev,
+                        adv.causes, adv.fixes, s, {key: rec, "positive_rate": p}))
+                    continue
                 fixes = []
                 if finite(p) and 0 < p < 0.5:
                     fixes += ADVICE["rare_class_weight"].format(name=r, weight=(1 - p) / p, rate=pct(p)).fixes
@@ -433,6 +461,16 @@ class RareClass(Detector):
 
     def load_extra_state(self, state):
         self.balance = {k: dict(v) for k, v in state.get("balance", {}).items()}
+
+
+def rarer_split(rates: dict[str, float], factor: float = 4.0) -> str | None:
+    """The split in which a class is absent or `factor` times rarer than in another split, if any: with
+    samples drawn from one distribution the rates of two splits differ by sampling noise only."""
+    if len(rates) < 2:
+        return None
+    lo = min(rates, key=rates.get)
+    hi = max(rates.values())
+    return lo if hi > 0 and rates[lo] * factor < hi else None
 
 
 # ---------------------------------------------------------------- 6. overfitting
@@ -485,8 +523,10 @@ class Overfitting(Detector):
 # ---------------------------------------------------------------- 7. gradient trouble
 
 class GradientTrouble(Detector):
-    """Non-finite loss or gradient norm (read_host drops NaN, so a vanished key counts) at once;
-    grad/total or train/loss above `explode_factor` x its running median; a head whose gradient norm
+    """Non-finite loss or gradient norm (read_host drops NaN, so a vanished key counts) or skipped steps: a
+    warning at once (the engine alone fails a run, after train.nonfinite_patience consecutive skips);
+    the applied gradient norm (grad/total bounded by train.grad_clip) above `explode_factor` x its running
+    median for 2 checks, or train/loss above it (at once); a head whose gradient norm
     stays below `vanish_ratio` x the largest other head's for `patience` checks after warm-up, if it is
     exactly zero or the head has never had more (a head whose gradient shrank there has converged)."""
 
@@ -500,6 +540,7 @@ class GradientTrouble(Detector):
         self.seen: set[str] = set()
         self.learned: set[str] = set()  # heads that have had a gradient >= vanish_ratio x the largest other's
         self.skipped = 0.0  # the engine's count of skipped non-finite steps (health/nonfinite_steps)
+        self.clip = math.inf  # train.grad_clip (set by the monitor at fit start): the largest norm applied
 
     def check(self, step, epoch, values):
         found = []
@@ -515,15 +556,19 @@ class GradientTrouble(Detector):
         s = self.judge("nonfinite", "train", bool(bad), step, epoch, 1)
         if s:
             what = ", ".join(f"{k} = {values.get(k, 'nan')}" if k in values or "/" in k else k for k in bad)
-            found.append(self.finding(
-                "failed", "nonfinite", step, epoch, f"non-finite {' and '.join(bad)}",
+            found.append(self.finding(  # the engine alone stops a run that cannot train (NonFiniteError)
+                "warning", "nonfinite", step, epoch, f"non-finite {' and '.join(bad)}",
                 f"{what} in the interval ending at step {step} (lr {fmt(values.get('lr', math.nan))})",
                 ADVICE["nonfinite"].causes, ADVICE["nonfinite"].fixes,
                 s, {}))
-        # -- explosion (relative to the running median of earlier checks)
+        # -- explosion, relative to the running median of earlier checks. The gradient norm judged is the one
+        # the optimizer applies (min(grad/total, train.grad_clip)): a spike that clipping bounds is not applied.
+        # A gradient spike must persist for 2 checks or coincide with a loss jump; a loss jump alone counts.
         spikes = []
         for k in ("grad/total", "train/loss"):
             v = values.get(k)
+            if k == "grad/total" and finite(v):
+                v = min(v, self.clip)
             past = self.hist.get(k)
             if finite(v):
                 if len(past) >= 3:
@@ -531,12 +576,15 @@ class GradientTrouble(Detector):
                     if med > 0 and v > self.cfg.explode_factor * med:
                         spikes.append((k, v, med))
                 self.hist.push(k, v)
-        s = self.judge("explosion", "train", bool(spikes), step, epoch, 1)
+        loss_jump = any(k == "train/loss" for k, _, _ in spikes)
+        s = self.judge("explosion", "train", bool(spikes), step, epoch, 1 if loss_jump else 2)
         if s:
             ev = "; ".join(f"{k} {fmt(v)} = {v / med:.0f}x its running median {fmt(med)}" for k, v, med in spikes)
+            clip = f", clipped at {fmt(self.clip)}" if math.isfinite(self.clip) else ""
             found.append(self.finding(
                 "warning", "explosion", step, epoch, "exploding " + " and ".join(k for k, _, _ in spikes),
-                ev + f" at step {step} (lr {fmt(values.get('lr', math.nan))})",
+                ev + f" at step {step}, for {s.count} check{'s' if s.count > 1 else ''} (lr "
+                f"{fmt(values.get('lr', math.nan))}{clip})",
                 ADVICE["explosion"].causes, ADVICE["explosion"].fixes, s, {k: v for k, v, _ in spikes}))
         # -- vanishing heads
         heads = {k[5:]: v for k, v in values.items() if k.startswith("grad/") and k != "grad/total" and finite(v)}
@@ -564,7 +612,7 @@ class GradientTrouble(Detector):
         return found
 
     def extra_state(self):
-        return {"hist": self.hist.state(), "seen": sorted(self.seen), "skipped": self.skipped,
+        return {"hist": self.hist.state(), "seen": sorted(self.seen), "skipped": self.skipped, "clip": self.clip,
                 "learned": sorted(self.learned)}
 
     def load_extra_state(self, state):
@@ -572,10 +620,171 @@ class GradientTrouble(Detector):
         self.seen = set(state.get("seen", []))
         self.learned = set(state.get("learned", []))
         self.skipped = float(state.get("skipped", 0.0))
+        self.clip = float(state.get("clip", math.inf))
+
+
+# ---------------------------------------------------------------- 8. no better than the trivial baseline
+
+def higher_is_better(metric: str) -> bool:
+    return any(metric.endswith(w) for w in ("iou", "recall", "precision", "accuracy", "f1", "dice"))
+
+
+class NoBetterThanBaseline(Detector):
+    """The task's primary validation metric no better than its own trivial baseline (Task.baseline(), the
+    predictor of the mean target) for `eval_patience` consecutive evaluations after the warm-up. The
+    primary metric is the first error of the baseline (a key ending in _error, or the loss): lower is
+    better; a higher-is-better metric (iou, recall ...) is compared the other way."""
+
+    name = "baseline"
+    doc = "the primary val metric no better than the trivial (mean-target) baseline for several evaluations"
+
+    def __init__(self, cfg, warmup_steps=0):
+        super().__init__(cfg, warmup_steps)
+        self.baseline: dict[str, float] = {}  # metric -> trivial predictor's value (set at fit start)
+
+    def primary(self, metrics) -> tuple[str, str, float] | None:
+        """(baseline metric, logged key, baseline value) of the primary metric."""
+        for k, b in self.baseline.items():
+            key = "epoch/val_loss" if k == "loss" else f"val/{k}"
+            if (k.endswith("_error") or k == "loss") and key in metrics and finite(b):
+                return k, key, b
+        return None
+
+    def evaluation(self, step, epoch, metrics):
+        p = self.primary(metrics)
+        if not p or not finite(metrics.get(p[1])):
+            return []
+        k, key, b = p
+        v = metrics[key]
+        hib = higher_is_better(k)
+        holds = (v <= b if hib else v >= b) and self.warm(step)
+        s = self.judge("primary", "val", holds, step, epoch, self.cfg.eval_patience)
+        if not s:
+            return []
+        fixed = metrics.get("health/fixed_std_ratio")
+        spread = (f"; the predictions do vary (fixed val inputs: spread {fmt(fixed)} of the targets'), so they "
+                  f"do not follow the targets" if finite(fixed) and fixed >= self.cfg.identical_ratio else "")
+        ev = (f"{key} {fmt(v)} vs {fmt(b)} for the trivial baseline (mean-target predictor; "
+              f"{'higher' if hib else 'lower'} is better) for {s.count} evaluations since epoch "
+              f"{int(s.onset_epoch)}{spread}")
+        return [self.finding("warning", "primary", step, epoch, f"{key} no better than the trivial baseline", ev,
+                             ADVICE["baseline"].causes, ADVICE["baseline"].fixes, s, {key: v, "baseline": b})]
+
+    def extra_state(self):
+        return {"baseline": dict(self.baseline)}
+
+    def load_extra_state(self, state):
+        self.baseline = {k: float(v) for k, v in state.get("baseline", {}).items()}
+
+
+# ---------------------------------------------------------------- 9. the splits' inputs and labels
+
+class SplitMismatch(Detector):
+    """Measured at start (HealthMonitor: samples of the train and val datasets), reported at the first
+    evaluation, before any metric suffers:
+    - inputs that do not vary across the samples of a split (spread below `identical_ratio`): failed;
+    - per-channel input statistics that differ strongly between train and val (mean difference over 1
+      pooled std, a std ratio over 2, or value ranges that do not overlap): preprocessing mismatch;
+    - a class present in one split and absent or 4x rarer in the other: a labelling problem."""
+
+    name = "data"
+    doc = "inputs constant in a split, train/val preprocessed differently, a class missing from one split"
+
+    def __init__(self, cfg, warmup_steps=0):
+        super().__init__(cfg, warmup_steps)
+        self.inputs: dict[str, dict[str, list[float] | float]] = {}  # split -> input statistics (set at start)
+        self.balance: dict[str, dict[str, float]] = {}
+        self.done = False
+
+    def evaluation(self, step, epoch, metrics):
+        if self.done:
+            return []
+        self.done = True
+        found = []
+        for split, st in self.inputs.items():
+            if finite(st.get("spread")) and st["spread"] < self.cfg.identical_ratio:
+                found.append(self.finding(
+                    "failed", f"{split}_inputs", step, epoch, f"{split} inputs do not vary across samples",
+                    f"{int(st.get('samples', 0))} {split} samples measured at start: spread across samples "
+                    f"{fmt(st['spread'])} (std across samples / std of all values), range "
+                    f"[{fmt(min(st['min']))}, {fmt(max(st['max']))}]",
+                    ADVICE["inputs_constant"].causes, ADVICE["inputs_constant"].fixes, None,
+                    {"spread": st["spread"]}))
+        t, v = self.inputs.get("train"), self.inputs.get("val")
+        if t and v and len(t["mean"]) == len(v["mean"]):
+            bad = []
+            for c, (mt, mv, st_, sv, lt, lv, ht, hv) in enumerate(zip(t["mean"], v["mean"], t["std"], v["std"],
+                                                                    t["min"], v["min"], t["max"], v["max"])):
+                pooled = math.sqrt((st_ ** 2 + sv ** 2) / 2)
+                d = abs(mt - mv) / pooled if pooled > 0 else (math.inf if mt != mv else 0.0)
+                ratio = max(st_, sv) / min(st_, sv) if min(st_, sv) > 0 else (1.0 if st_ == sv else math.inf)
+                disjoint = lt > hv or lv > ht
+                if d > 1 or ratio > 2 or disjoint:
+                    bad.append(f"channel {c}: mean {fmt(mt)} vs {fmt(mv)}, std {fmt(st_)} vs {fmt(sv)}, range "
+                               f"[{fmt(lt)}, {fmt(ht)}] vs [{fmt(lv)}, {fmt(hv)}]")
+            if bad:
+                found.append(self.finding(
+                    "warning", "preprocessing", step, epoch, "train and val inputs are preprocessed differently",
+                    "input statistics measured at start, train vs val: " + "; ".join(bad[:4]),
+                    ADVICE["preprocessing"].causes, ADVICE["preprocessing"].fixes, None, {}))
+        for r, rates in self.balance.items():
+            split = rarer_split(rates)
+            if split:
+                bal = ", ".join(f"{pct(x)} of {sp}" for sp, x in rates.items())
+                adv = ADVICE["class_split"].format(name=r, split=split, rates=bal)
+                found.append(self.finding(
+                    "warning", f"{r}_labels", step, epoch, f"{r} is absent or far rarer in {split}",
+                    f"class balance measured at start: {r} is {bal}", adv.causes, adv.fixes, None, {}))
+        for f in found:
+            self.active[f.subject] = 0
+        return found
+
+    def extra_state(self):
+        return {"done": self.done}
+
+    def load_extra_state(self, state):
+        self.done = bool(state.get("done", False))
+
+
+# ---------------------------------------------------------------- 10. not training
+
+class NotTraining(Detector):
+    """The weights do not change between checks at a non-zero learning rate: health/param_norm (the norm
+    of the parameter vector, computed by the monitor on the device once per log interval) exactly equal
+    for 2 consecutive checks with lr > 0. An optimizer that steps changes it at every step."""
+
+    name = "not_training"
+    doc = "the parameter vector does not change between checks although the learning rate is non-zero"
+
+    def __init__(self, cfg, warmup_steps=0):
+        super().__init__(cfg, warmup_steps)
+        self.prev: float | None = None
+
+    def check(self, step, epoch, values):
+        norm, lr = values.get("health/param_norm"), values.get("lr")
+        if not finite(norm):
+            return []
+        prev, self.prev = self.prev, norm
+        holds = prev is not None and norm == prev and finite(lr) and lr > 0
+        s = self.judge("weights", "train", holds, step, epoch, 2)
+        if not s:
+            return []
+        return [self.finding("failed", "weights", step, epoch, "not training: the weights do not change",
+                             f"norm of the parameter vector {fmt(norm)}, identical at {s.count} consecutive checks "
+                             f"since step {s.onset_step}, at lr {fmt(lr)}",
+                             ADVICE["not_training"].causes, ADVICE["not_training"].fixes, s,
+                             {"health/param_norm": norm, "lr": lr})]
+
+    def extra_state(self):
+        return {"prev": self.prev}
+
+    def load_extra_state(self, state):
+        self.prev = state.get("prev")
 
 
 DETECTORS: tuple[type[Detector], ...] = (PredictionCollapse, RunawayWeighting, StuckLoss, SparseCollapse, RareClass,
-                                         Overfitting, GradientTrouble)
+                                         Overfitting, GradientTrouble, NoBetterThanBaseline, SplitMismatch,
+                                         NotTraining)
 
 
 # ---------------------------------------------------------------- the rule set
@@ -593,6 +802,18 @@ class Rules:
 
     def set_class_balance(self, balance: dict[str, dict[str, float]]) -> None:
         self.by_name("rare_class").balance = balance
+        self.by_name("data").balance = balance
+
+    def set_baseline(self, baseline: dict[str, float]) -> None:
+        """The trivial predictor's val metrics (Task.baseline()), measured at fit start."""
+        self.by_name("baseline").baseline = {k: float(v) for k, v in baseline.items()}
+
+    def set_input_stats(self, stats: dict[str, dict]) -> None:
+        """{split: {mean, std, min, max (per channel), spread, samples}} measured at fit start."""
+        self.by_name("data").inputs = stats
+
+    def set_grad_clip(self, clip: float) -> None:
+        self.by_name("gradients").clip = clip if clip and clip > 0 else math.inf
 
     def check(self, step: int, epoch: float, values: dict[str, float]) -> list[Finding]:
         new = [f for d in self.detectors for f in d.check(step, epoch, values)]
