@@ -36,8 +36,10 @@ from runner.health.findings import (PROB_THRESHOLD, TINY, Detector, Finding, His
 class PredictionCollapse(Detector):
     """pred/std_ratio (std of the predictions across samples / std of the targets) below
     `collapse_ratio` and not growing by `growth` per check, for `patience` checks after warm-up.
-    At evaluations the same rule reads val/pred/std_ratio and the fixed validation batch
-    (health/fixed_std_ratio below `identical_ratio`: near-identical predictions for fixed inputs)."""
+    At evaluations the same rule reads val/pred/std_ratio (with the same patience) and the fixed validation
+    batch: health/fixed_std_ratio below `identical_ratio` (identical predictions for different inputs) after
+    the warm-up fails at once. The finding names the cause the evidence supports: the fixed inputs
+    themselves do not vary (health/fixed_input_spread ~0) or they vary and the model ignores them."""
 
     name = "collapse"
     doc = "pred std / target std far below 1 and not recovering; identical predictions on fixed val inputs"
@@ -97,8 +99,9 @@ class PredictionCollapse(Detector):
         identical = finite(fixed) and fixed < self.cfg.identical_ratio
         if finite(fixed):
             self.low("health/fixed_std_ratio", fixed, self.cfg.identical_ratio, step)  # keeps the peak
-        # identical predictions for different inputs: nothing to wait for, at the first evaluation that shows them
-        s = self.judge("predictions", "identical", identical, step, epoch, 1)
+        # identical predictions for different inputs after the warm-up: nothing to wait for, a failure at the
+        # first evaluation that shows them (before it, a freshly initialised head may still give one output)
+        s = self.judge("predictions", "identical", identical and self.warm(step), step, epoch, 1)
         if not s:
             holds = low_val and self.warm(step)
             s = self.judge("predictions", "val", holds, step, epoch, self.patience("val/pred/std_ratio",
@@ -711,7 +714,8 @@ class SplitMismatch(Detector):
                     ADVICE["inputs_constant"].causes, ADVICE["inputs_constant"].fixes, None,
                     {"spread": st["spread"]}))
         t, v = self.inputs.get("train"), self.inputs.get("val")
-        if t and v and len(t["mean"]) == len(v["mean"]):
+        varies = all(finite(x.get("spread")) and x["spread"] >= self.cfg.identical_ratio for x in (t or {}, v or {}))
+        if t and v and varies and len(t["mean"]) == len(v["mean"]):  # constant inputs are reported above
             bad = []
             for c, (mt, mv, st_, sv, lt, lv, ht, hv) in enumerate(zip(t["mean"], v["mean"], t["std"], v["std"],
                                                                     t["min"], v["min"], t["max"], v["max"])):
