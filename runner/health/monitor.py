@@ -136,6 +136,9 @@ class HealthMonitor(Callback):
             except (NotImplementedError, Exception):  # a task without a usable baseline: the rule stays silent
                 self.baseline = {}
         self.rules.set_baseline(self.baseline)
+        collapse = self.rules.by_name("collapse")
+        if collapse.start_fixed is None:  # not on resume: the reference is the untrained model
+            collapse.start_fixed = self.fixed_batch_stats(trainer)
         if self.balance:
             parts = [f"{r} {', '.join(f'{pct(v)} of {s}' for s, v in sp.items())}" for r, sp in self.balance.items()]
             self.echo("[health] class balance measured at start: " + "; ".join(parts))

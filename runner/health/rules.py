@@ -48,6 +48,7 @@ class PredictionCollapse(Detector):
         super().__init__(cfg, warmup_steps)
         self.prev: dict[str, float] = {}
         self.peak: dict[str, tuple[float, int]] = {}  # key -> (highest ratio so far, its step)
+        self.start_fixed: float | None = None  # the fixed-input spread of the untrained model (monitor, fit start)
         self.sample_rows: list[list[float]] = []  # set by the monitor: fixed-batch predictions, for evidence
         self.target_rows: list[list[float]] = []
 
@@ -96,14 +97,20 @@ class PredictionCollapse(Detector):
         if metrics.get("val/gt/std", 1.0) < 1e-8:
             ratio = None  # constant targets: nothing to compare
         low_val = finite(ratio) and self.low("val/pred/std_ratio", ratio, self.cfg.collapse_ratio, step)
+        low_fixed = finite(fixed) and self.low("health/fixed_std_ratio", fixed, self.cfg.identical_ratio, step)
+        # Identical predictions for different inputs, after the warm-up, fail at the first evaluation that shows
+        # them when the evidence says the model will not start spreading them: the inputs do not vary, or the
+        # spread fell below the one the untrained model had at fit start (outputs pulled together). A model
+        # whose outputs have simply not spread yet (still at or above its starting spread) gets the patience.
+        spread = metrics.get("health/fixed_input_spread")
+        start = self.start_fixed
+        now = low_fixed and self.warm(step) and (
+            (finite(spread) and spread < self.cfg.identical_ratio)
+            or (finite(start) and fixed * self.cfg.growth < start))
+        s = self.judge("predictions", "identical", now, step, epoch, 1)
         identical = finite(fixed) and fixed < self.cfg.identical_ratio
-        if finite(fixed):
-            self.low("health/fixed_std_ratio", fixed, self.cfg.identical_ratio, step)  # keeps the peak
-        # identical predictions for different inputs after the warm-up: nothing to wait for, a failure at the
-        # first evaluation that shows them (before it, a freshly initialised head may still give one output)
-        s = self.judge("predictions", "identical", identical and self.warm(step), step, epoch, 1)
         if not s:
-            holds = low_val and self.warm(step)
+            holds = (low_val or low_fixed) and self.warm(step)
             s = self.judge("predictions", "val", holds, step, epoch, self.patience("val/pred/std_ratio",
                                                                                    self.cfg.collapse_ratio))
         if not s:
@@ -119,7 +126,8 @@ class PredictionCollapse(Detector):
             if rows:
                 parts.append("; ".join(f"sample {i}: pred ({', '.join(f'{v:.3f}' for v in r[:4])})"
                                        for i, r in enumerate(rows)))
-        spread = metrics.get("health/fixed_input_spread")
+        if finite(fixed) and finite(self.start_fixed):
+            parts.append(f"(the untrained model's spread at fit start was {fmt(self.start_fixed)})")
         if finite(spread):
             parts.append(f"the fixed val inputs themselves vary by {fmt(spread)} across the batch (std across "
                          f"samples / std of all their values)")
@@ -149,11 +157,13 @@ class PredictionCollapse(Detector):
         return ADVICE["collapse"].causes[:2]
 
     def extra_state(self):
-        return {"prev": dict(self.prev), "peak": {k: list(v) for k, v in self.peak.items()}}
+        return {"prev": dict(self.prev), "peak": {k: list(v) for k, v in self.peak.items()},
+                "start_fixed": self.start_fixed}
 
     def load_extra_state(self, state):
         self.prev = dict(state.get("prev", {}))
         self.peak = {k: (float(v[0]), int(v[1])) for k, v in state.get("peak", {}).items()}
+        self.start_fixed = state.get("start_fixed")
 
 
 # ---------------------------------------------------------------- 2. runaway loss weighting
