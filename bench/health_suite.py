@@ -527,6 +527,9 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [sc for sc in SCENARIOS if not args.only or sc.name in args.only]
     skipped = sorted({sc.name for sc in chosen if sc.task not in tasks})
     chosen = [sc for sc in chosen if sc.task in tasks]
+    # failure and healthy scenarios alternate, so that an interrupted suite has scored both kinds
+    fails, oks = [sc for sc in chosen if sc.kind == "failure"], [sc for sc in chosen if sc.kind == "healthy"]
+    chosen = [sc for pair in zip(fails, oks) for sc in pair] + fails[len(oks):] + oks[len(fails):]
     scored: list[dict] = []
     if not args.overhead_only:
         jobs = [(sc, seed) for seed in range(args.seeds) for sc in chosen]
