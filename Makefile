@@ -10,7 +10,7 @@ export WANDB_SILENT ?= true
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,integrations]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from runner.config import build_config  # noqa: E402
 from runner.data.synthetic.occupancy import OccupancyDataset, OccupancySpec  # noqa: E402
 from runner.health.stats import CollapseStats  # noqa: E402
-from runner.losses.controls_occupancy import WeightedBCELoss  # noqa: E402
+from runner.losses.seed_broken_occupancy import WeightedBCELoss  # noqa: E402
 from runner.losses.occupancy import OccupancyLoss  # noqa: E402
 from runner.models.occupancy import BEVOccupancyNet  # noqa: E402
 from runner.tasks.base import MonitorView  # noqa: E402

@@ -128,7 +128,9 @@ def describe(name: str, f: Field) -> str:
 def warnings_for(split: str, name: str, f: Field, loss_cfg: dict[str, Any]) -> list[str]:
     out = []
     kind = f.kind()
-    weight = next((f"loss.{k} is {v}" for k, v in loss_cfg.items() if k in (f"{name}_weight", f"w_{name}")), None)
+    weight = next((f"set loss.{k}, now {v}" for k, v in loss_cfg.items() if k == f"{name}_pos_weight"), None)
+    weight = weight or next((f"loss.{k} is {v}" for k, v in loss_cfg.items() if k in (f"{name}_weight", f"w_{name}")),
+                            None)
     if kind == "class":
         p = float(np.mean(f.positives))
         if p == 0:

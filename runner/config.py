@@ -236,7 +236,8 @@ def build_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None):
     for key, value in (overrides or {}).items():
         _set_dotted(tree, key, value)
     if "task" not in tree:
-        raise UserError("config has no 'task' key: set task: sequence|lanes|puzzle|occupancy")
+        raise UserError("config has no 'task' key: set task: sequence|lanes|puzzle|occupancy, "
+                        "a registered name or an import path package.module:ClassName")
     task_cls = get_task_class(tree["task"])
     cls = config_class(task_cls)
     try:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from runner import keys
 from runner.checkpoint import unwrap
 from runner.health.stats import CollapseStats
 from runner.meters import Meter, read_host
@@ -245,7 +246,7 @@ class Trainer:
         """On the device: consecutive/maximum/total non-finite steps, and the loss terms of the first
         non-finite step (which term went first is worked out at the log interval, see _first_bad)."""
         if not self._term_names:
-            self._term_names = [k for k in terms if k == "loss" or "/" not in k]
+            self._term_names = [k for k in terms if keys.is_term(k)]
             self._scalar_terms = all(terms[k].dim() == 0 for k in self._term_names)
             self._first_finite = torch.ones(len(self._term_names), dtype=torch.bool, device=bad.device)
         if self._scalar_terms:
@@ -349,9 +350,8 @@ class Trainer:
             n = batch_size_of(batch)
             terms, norms, outputs = self.train_step(batch)
             with torch.no_grad():
-                # terms named "loss/..." (e.g. loss/sigma_reg of learnable weights) are logged verbatim
-                meter.update_means({(k if k.startswith("loss/") else "train/" + k): v for k, v in terms.items()}, n)
-                epoch_meter.update_means({"loss": terms["loss"]}, n)
+                meter.update_means({keys.train_key(k): v for k, v in terms.items()}, n)
+                epoch_meter.update_means({keys.TOTAL: terms[keys.TOTAL]}, n)
                 meter.update_means(norms, 1)
                 stats.update(self.task.monitor_view(outputs, batch))
             samples += n
@@ -413,7 +413,7 @@ class Trainer:
             with self.autocast():
                 outputs = self.task.forward(self.model, batch)
                 terms = self.criterion(outputs, batch)
-            meter.update_means({k: v for k, v in terms.items() if not k.startswith("loss/")}, n, prefix="val/")
+            meter.update_means({vk: v for k, v in terms.items() if (vk := keys.val_key(k))}, n)
             for k, ratio in self.task.metrics(outputs, batch).items():
                 meter.update("val/" + k, *ratio)
             stats.update(self.task.monitor_view(outputs, batch))

@@ -34,10 +34,10 @@ from runner import viz
 from runner.config import load_config, to_dict
 from runner.engine import Trainer, move
 from runner.errors import UserError, exit_on_user_error
-from runner.tasks import build_task
+from runner.tasks import build_task, safe_name
 from runner.tracking import Tracker, new_run_id
 from runner.build import make_loaders, make_optimizer, resolve_device, seed_everything
-from runner.train import build_parser, cli_overrides
+from runner.cli import build_parser, cli_overrides
 
 SMOOTH_BETA = 0.98  # EMA of the loss, bias-corrected (fastai / Lightning)
 DROP_FRACTION = 0.1  # the stable range starts once the loss has made this share of its total drop
@@ -256,7 +256,7 @@ def run(cfg, start: float, end: float, steps: int, diverge: float, progress: boo
                       train_loader=loader, val_loader=[], device=device, epochs=1, grad_clip=cfg.train.grad_clip,
                       amp=cfg.train.amp, amp_dtype=cfg.train.amp_dtype, progress=False)
     run_id = new_run_id()
-    run_dir = Path(cfg.out_dir) / f"lr_find-{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"
+    run_dir = Path(cfg.out_dir) / f"lr_find-{safe_name(cfg.task)}-{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"
     run_dir.mkdir(parents=True, exist_ok=True)
     config = to_dict(cfg)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

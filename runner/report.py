@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from runner import keys
+
 DATA_SHARE_WARN = 0.10  # the training loop waiting for data this much of the time is worth a line
-REPORT_KEYS = ("val/loss", "val/pixel_error", "val/pred/std_ratio", "val/pred/mean", "val/gt/std")
 
 
 def print_run_report(run_dir: Path, wandb_dir: str | None, summary: dict, last_val: dict) -> None:
@@ -16,7 +17,7 @@ def print_run_report(run_dir: Path, wandb_dir: str | None, summary: dict, last_v
                   f"  upload      : wandb sync {wandb_dir}"]
     lines.append(f"stopped       : {summary.get('stop_reason')}; best epoch {summary.get('best_epoch')} "
                  f"({summary.get('best_metric')})")
-    for key in sorted(k for k in last_val if k.startswith("val/") and k.count("/") == 1 and "weighted" not in k):
+    for key in sorted(k for k in last_val if keys.is_headline_val(k)):
         base = summary.get("baseline/" + key[4:])
         extra = f"   (mean-target baseline {base:.4g})" if isinstance(base, (int, float)) else ""
         lines.append(f"  {key:<24} {last_val[key]:.4g}{extra}")

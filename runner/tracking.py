@@ -191,3 +191,23 @@ def new_run_id() -> str:
     """8 lowercase letters/digits, the shape W&B uses for run ids."""
     alphabet = string.ascii_lowercase + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+class RunSink(Tracker):
+    """Alerts, summary keys and tags into a W&B run someone else started: the user's own `wandb.run`
+    in a hand-written loop, or Lightning's `WandbLogger.experiment`. Same calls (and the same
+    warn-once-and-carry-on guard) as Tracker; it logs nothing and never finishes the run."""
+
+    def __init__(self, run):  # noqa: D107 - deliberately skips Tracker.__init__ (no run dir, no init)
+        self.run, self.summary, self._warned = run, {}, set()
+
+    def log(self, metrics, step):
+        pass
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass
+
+
+def active_run():
+    """The W&B run of this process (`wandb.run`), or None when none is started."""
+    return wandb.run

@@ -8,7 +8,6 @@ W&B run and exit 130 with the command that resumes.
 """
 from __future__ import annotations
 
-import argparse
 import shlex
 import signal
 import sys
@@ -22,46 +21,27 @@ from runner import checkpoint as ckpt
 from runner import distributed
 from runner.build import make_loaders, make_optimizer, resolve_device, seed_everything
 from runner.callbacks import Checkpointing, EarlyStopping, Overlays, Tracking
-from runner.config import load_config, parse_overrides, to_dict
+from runner.cli import build_parser, cli_overrides
+from runner.config import load_config, to_dict
 from runner.engine import Interrupted, NonFiniteError, Trainer
 from runner.errors import EXIT_USER_ERROR, UserError, exit_on_user_error
 from runner.health.monitor import HealthMonitor
 from runner.report import print_run_report
 from runner.schedules import make_lr_fn
-from runner.sweepfile import swept_value_problem
-from runner.tasks import build_task
+from runner.sweep.swept import swept_value_problem
+from runner.tasks import build_task, safe_name
 from runner.tracking import NullTracker, Tracker, new_run_id
 
 __all__ = ["main", "fit", "make_optimizer", "resolve_device"]
-FLAG_KEYS = {"wandb_project": "wandb.project", "wandb_entity": "wandb.entity", "wandb_run_name": "wandb.run_name",
-             "wandb_tags": "wandb.tags", "wandb_mode": "wandb.mode", "device": "train.device"}
 EXIT_INTERRUPTED = 130
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runner.train", allow_abbrev=False,
-                                description="Train a task; any config key can be overridden as --section.key=value.")
-    p.add_argument("--config", help="YAML config file (configs/*.yaml)")
-    p.add_argument("--wandb", action="store_true", help="log to Weights & Biases (offline unless --wandb-mode online)")
-    p.add_argument("--wandb-project")
-    p.add_argument("--wandb-entity")
-    p.add_argument("--wandb-run-name")
-    p.add_argument("--wandb-tags", nargs="+")
-    p.add_argument("--wandb-mode", choices=["online", "offline", "disabled"])
-    p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
-    p.add_argument("--resume", help="checkpoint to continue from, or 'auto': the newest latest.pt under out_dir")
-    p.add_argument("--force", action="store_true", help="resume even from a checkpoint whose model had collapsed")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
-    return p
 
 
 def find_resume(cfg, resume: str | None) -> Path | None:
     if resume != "auto":
         return Path(resume) if resume else None
-    found = sorted(Path(cfg.out_dir).glob(f"{cfg.task}-*/checkpoints/latest.pt"), key=lambda p: p.stat().st_mtime)
+    found = sorted(Path(cfg.out_dir).glob(f"{safe_name(cfg.task)}-*/checkpoints/latest.pt"), key=lambda p: p.stat().st_mtime)
     if not found:
-        print(f"--resume auto: no checkpoint under {cfg.out_dir}/{cfg.task}-*; starting a new run")
+        print(f"--resume auto: no checkpoint under {cfg.out_dir}/{safe_name(cfg.task)}-*; starting a new run")
         return None
     print(f"--resume auto: continuing from {found[-1]}")
     return found[-1]
@@ -102,7 +82,7 @@ def fit(cfg, resume: str | None = None, progress: bool = True, force: bool = Fal
         model = torch.compile(model)
     run_id = distributed.broadcast(resumed["run_id"] if resumed else new_run_id(), d)
     run_dir = Path(distributed.broadcast(str(source.resolve().parent.parent) if resumed else
-                                         str(Path(cfg.out_dir) / f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"), d))
+                                         str(Path(cfg.out_dir) / f"{safe_name(cfg.task)}-{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"), d))
     config = to_dict(cfg)
     if d.main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -125,8 +105,10 @@ def fit(cfg, resume: str | None = None, progress: bool = True, force: bool = Fal
     callbacks = [early] + ([monitor] if monitor else [])  # after early stopping (best epoch known)
     if d.main:  # overlays, checkpoints and W&B belong to rank 0
         store = ckpt.CheckpointStore(run_dir, cfg.checkpoint.keep_periodic)
-        callbacks += [Overlays(tracker, val_ds, cfg.viz.n_samples, cfg.viz.every),
-                      Checkpointing(store, tracker, config, run_id, cfg.checkpoint.save_every, cfg.checkpoint.upload,
+        if not task.has_overlay():
+            print(task.overlay_note())
+        callbacks += [Overlays(tracker, val_ds, cfg.viz.n_samples, cfg.viz.every)] if task.has_overlay() else []
+        callbacks += [Checkpointing(store, tracker, config, run_id, cfg.checkpoint.save_every, cfg.checkpoint.upload,
                                     criterion, extra_state=monitor.checkpoint_mark if monitor else None),
                       Tracking(tracker)]
     steps = min(len(train_dl), cfg.train.max_train_iters or len(train_dl))
@@ -218,15 +200,6 @@ def restore(trainer: Trainer, state: dict, criterion) -> None:
                 cb.load_state_dict(state["callbacks"][cb.state_key])
     except (KeyError, ValueError, RuntimeError) as e:
         raise UserError(f"checkpoint cannot restore the run state: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
-
-
-def cli_overrides(args, rest: list[str]) -> dict:
-    """Config overrides from a parsed command line: `--a.b=v` tokens, then --wandb and the named flags."""
-    overrides = parse_overrides(rest)
-    if args.wandb:
-        overrides["wandb.enabled"] = True
-    overrides.update({key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None})
-    return overrides
 
 
 def main(argv: list[str] | None = None) -> int:

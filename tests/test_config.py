@@ -5,7 +5,7 @@ import pytest
 
 from runner.config import build_config, load_config, parse_overrides, parse_value
 from runner.errors import UserError
-from runner.train import build_parser
+from runner.cli import build_parser
 from tests.conftest import ROOT, run_cli
 
 DEMO = str(ROOT / "configs" / "sequence_demo.yaml")

@@ -19,7 +19,7 @@ from runner.data.synthetic.lanes import LaneDataset, LaneSpec
 from runner.errors import UserError
 from runner.health.stats import CollapseStats
 from runner.losses.bezier import BezierLaneLoss, evaluate, fit, sample, split_left
-from runner.losses.controls import SafeUncertaintyBezierLoss, UncertaintyBezierLoss
+from runner.losses.seed_broken_lanes import SafeUncertaintyBezierLoss, UncertaintyBezierLoss
 from runner.tasks import build_task
 from runner.train import make_optimizer
 

@@ -19,7 +19,7 @@ from runner.config import build_config
 from runner.data.formats.occ3d import Occ3DDataset, export_synthetic, read_labels, write_labels
 from runner.data.synthetic.occupancy import OccupancyDataset, OccupancySpec, scene, top_height
 from runner.errors import UserError
-from runner.losses.controls_occupancy import WeightedBCELoss
+from runner.losses.seed_broken_occupancy import WeightedBCELoss
 from runner.losses.occupancy import OccupancyLoss
 from runner.tasks.occupancy import OccupancyTask
 

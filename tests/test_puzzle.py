@@ -20,7 +20,7 @@ from runner.data.formats.folder_json import FolderJsonDataset, Layout, export, w
 from runner.data.synthetic.puzzle import PuzzleDataset, PuzzleSpec
 from runner.errors import UserError
 from runner.losses.box import PuzzleLoss, heatmap_target, paired_iou
-from runner.losses.controls_puzzle import SeedGIoULoss
+from runner.losses.seed_broken_puzzle import SeedGIoULoss
 from runner.models.puzzle import PuzzleNet
 from runner.tasks import build_task
 from runner.tasks.puzzle import LAYOUT

@@ -18,8 +18,11 @@ import yaml
 from conftest import ROOT, find_wandb_run, inspect_records, inspect_summary, run_cli
 from runner.config import get_dotted, valid_keys
 from runner.errors import UserError
-from runner.sweep import BayesSearch, GridSearch, RandomSearch, SweepRunner, hyperband_stops, sample
-from runner.sweepfile import agent_args, expand_command, fill_param, load_sweep
+from runner.sweep.agent import agent_args, expand_command
+from runner.sweep.distributions import fill_param, sample
+from runner.sweep.search import BayesSearch, GridSearch, RandomSearch, hyperband_stops
+from runner.sweep.trials import SweepRunner
+from runner.sweep.validate import load_sweep
 
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
 TINY = ["data.image_size=32", "data.train_size=48", "data.val_size=16", "model.width=4", "train.epochs=2",
@@ -153,7 +156,7 @@ def test_agent_args_are_built_as_wandb_builds_them():
 
 def test_agent_style_values_parse_to_the_same_config():
     """Every form the agent writes (str(value)) comes back as the value through the runner's parser."""
-    from runner.sweepfile import resolve_cli
+    from runner.cli import resolve_cli
 
     values = {"optim.lr": 1e-05, "train.amp": False, "optim.betas": [0.9, 0.99], "train.max_train_iters": None,
               "loss.kind": "mse", "train.batch_size": 16}
@@ -179,7 +182,7 @@ BAD_FILES = {
 @pytest.mark.parametrize("case", list(BAD_FILES))
 def test_invalid_sweep_files_fail_before_any_run(tmp_path, capsys, case):
     """Through runner.sweep's CLI: one line naming the file and the entry, exit 2, no run started."""
-    from runner.sweep import main
+    from runner.sweep.__main__ import main
 
     over, msg = BAD_FILES[case]
     path = write_sweep(tmp_path / "bad.yaml", **over)
@@ -283,7 +286,7 @@ def test_bayes_search_concentrates_near_the_optimum():
 
 def test_hyperband_stops_as_wandb_does():
     """The example of wandb/sweeps hyperband_stopping: max_iter 5, eta 2, s 2 -> bands [1, 2]."""
-    from runner.sweepfile import _hyperband
+    from runner.sweep.validate import _hyperband
 
     et, bands = _hyperband({"type": "hyperband", "max_iter": 5, "eta": 2, "s": 2}, "t")
     assert bands == [1, 2]
@@ -346,7 +349,7 @@ def test_offline_grid_sweep_runs_trials_and_writes_the_leaderboard(tmp_path):
 def test_swept_value_lost_by_the_command_stops_the_run(tmp_path):
     """Under the agent, wandb.init reads the swept values (WANDB_SWEEP_PARAM_PATH); a command that
     never passes them to the runner must stop with the key named, not train with the default."""
-    from runner.sweep import write_sweep_params
+    from runner.sweep.agent import write_sweep_params
 
     params = tmp_path / "sweep-params.yaml"
     write_sweep_params(params, {"loss.threshold": 0.3})

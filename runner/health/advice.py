@@ -64,8 +64,9 @@ ADVICE: dict[str, Advice] = {
                 "(seed 003: 3% done, predictions always low)"],
         fixes=["sample the rare class more often (e.g. data.sampling: balanced)", "focal loss on the rare class"]),
     "rare_class_weight": Advice(
-        fixes=["raise the {name} term's weight: a positive weight of about (1-p)/p = "
-               "{weight:.0f} balances {rate} positives (seed 003: done weight 1 -> 3)"]),
+        fixes=["weight the {name} positives (BCE pos_weight, e.g. the sequence task's loss.done_pos_weight): "
+               "about (1-p)/p = {weight:.0f} balances {rate} positives; a weight on the whole term does not "
+               "(seed 003: done weight 1 -> 3)"]),
     "overfitting": Advice(
         causes=["the model memorizes the training set (seed 003: best val 0.606 at epoch 10, "
                 "1.509 at epoch 55; train 0.10)"],

@@ -23,7 +23,9 @@ import re
 import statistics
 from typing import Any
 
+from runner import keys
 from runner.config import MonitorConfig
+from runner.keys import WEIGHT_PATTERNS, term_key
 from runner.health.advice import ADVICE
 from runner.health.findings import (PROB_THRESHOLD, TINY, Detector, Finding, History, Streak, finite, fmt, pct,
                                     status_of)
@@ -151,7 +153,7 @@ class PredictionCollapse(Detector):
         return causes, ADVICE["collapse"].fixes
 
     def causes(self, values) -> list[str]:
-        if any(k.startswith("loss/") for k in values):
+        if any(keys.is_loss_param(k) for k in values):
             c = ADVICE["collapse"].causes
             return [c[2], c[0], c[1]]
         return ADVICE["collapse"].causes[:2]
@@ -167,21 +169,6 @@ class PredictionCollapse(Detector):
 
 
 # ---------------------------------------------------------------- 2. runaway loss weighting
-
-WEIGHT_PATTERNS = [  # key pattern -> log(effective weight); a term's first matching key is used
-    (re.compile(r"^train/weight/(.+)$"), lambda v: math.log(v) if v > 0 else -math.inf),
-    (re.compile(r"^loss/weight_(.+)$"), lambda v: math.log(v) if v > 0 else -math.inf),
-    (re.compile(r"^loss/sigma_(.+)$"), lambda v: -2 * math.log(v) if v > 0 else math.nan),  # w ~ 1/sigma^2
-    (re.compile(r"^loss/log_var_(.+)$"), lambda v: -v),  # w ~ exp(-s)
-]
-
-
-def term_key(values: dict[str, float], term: str) -> str | None:
-    for k in (f"train/{term}", f"train/loss_{term}", f"train/{term}_loss"):
-        if k in values:
-            return k
-    return None
-
 
 class RunawayWeighting(Detector):
     """Learnable loss weights: a term's share of the total learnable weight (its own weight when it is
@@ -298,9 +285,9 @@ class StuckLoss(Detector):
 
     @staticmethod
     def terms(values) -> list[str]:
-        weighted = [k[len("train/weighted/"):] for k in values if k.startswith("train/weighted/")]
-        keys = [f"train/{t}" for t in weighted if f"train/{t}" in values]
-        return keys or (["train/loss"] if "train/loss" in values else [])
+        found = [keys.train_key(t) for t in keys.weighted_terms(values) if keys.train_key(t) in values]
+        total = keys.train_key(keys.TOTAL)
+        return found or ([total] if total in values else [])
 
     def check(self, step, epoch, values):
         found = []

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_convert, complete_box_iou_loss
+from torchvision.ops import box_convert
 
 from runner.losses.weighting import WeightedSum
 
@@ -44,6 +44,35 @@ def paired_iou(a_xyxy: Tensor, b_xyxy: Tensor) -> Tensor:
     inter = (rb - lt).clamp_min(0).prod(1)
     union = wh_a.prod(1) + wh_b.prod(1) - inter
     return inter / union.clamp_min(1e-12)
+
+
+def _inter_union(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """torchvision.ops._utils._loss_inter_union without its boolean-mask assignment, which on a GPU
+    reads the host (nonzero) every step; clamping at 0 gives the same values."""
+    inter = (torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp_min(0).prod(1)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter, area(a) + area(b) - inter
+
+
+def generalized_box_iou_loss(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
+    """Mean of torchvision.ops.generalized_box_iou_loss, the same formula, free of host reads."""
+    inter, union = _inter_union(a, b)
+    hull = (torch.maximum(a[:, 2:], b[:, 2:]) - torch.minimum(a[:, :2], b[:, :2])).prod(1)
+    return (1 - inter / (union + eps) + (hull - union) / (hull + eps)).mean()
+
+
+def complete_box_iou_loss(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
+    """Mean of torchvision.ops.complete_box_iou_loss, the same formula, free of host reads."""
+    inter, union = _inter_union(a, b)
+    iou = inter / (union + eps)
+    lo, hi = torch.minimum(a[:, :2], b[:, :2]), torch.maximum(a[:, 2:], b[:, 2:])
+    diag = ((hi - lo) ** 2).sum(1) + eps
+    centre = (((a[:, :2] + a[:, 2:]) - (b[:, :2] + b[:, 2:])) / 2).pow(2).sum(1)
+    wh_a, wh_b = a[:, 2:] - a[:, :2], b[:, 2:] - b[:, :2]
+    v = (4 / torch.pi ** 2) * (torch.atan(wh_b[:, 0] / wh_b[:, 1]) - torch.atan(wh_a[:, 0] / wh_a[:, 1])) ** 2
+    with torch.no_grad():
+        alpha = v / (1 - iou + v + eps)
+    return (1 - iou + centre / diag + alpha * v).mean()
 
 
 def heatmap_target(box: Tensor, h: int, w: int) -> Tensor:
@@ -83,7 +112,7 @@ class PuzzleLoss(nn.Module):
         heat = outputs["heatmap_logits"].float()
         target = heatmap_target(gt, *heat.shape[-2:])
         terms = {
-            "ciou": complete_box_iou_loss(pred_xyxy, gt_xyxy, reduction="mean"),
+            "ciou": complete_box_iou_loss(pred_xyxy, gt_xyxy),
             "smooth_l1": l1,
             "center_mse": F.mse_loss(centre, gt[:, :2]),
             "variance": variance,

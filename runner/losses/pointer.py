@@ -23,8 +23,11 @@ class PointerLoss(nn.Module):
     TERMS = ("loss_spatial", "loss_done")
 
     def __init__(self, threshold: float = 0.1, done_weight: float = 3.0, spatial_weight: float = 1.0,
-                 kind: str = "funnel"):
+                 kind: str = "funnel", done_pos_weight: float = 1.0):
         super().__init__()
+        # BCE pos_weight on done samples: rebalances a rare done class ((1-p)/p), unlike done_weight,
+        # which scales the whole done term
+        self.register_buffer("done_pos_weight", torch.tensor(float(done_pos_weight)))
         if kind not in ("funnel", "mse"):
             raise ValueError(f"kind must be 'funnel' or 'mse', got {kind!r}")
         self.threshold, self.kind = threshold, kind
@@ -39,7 +42,8 @@ class PointerLoss(nn.Module):
         sq = ((xy - gt) ** 2).sum(1)
         per = funnel(d, self.threshold) if self.kind == "funnel" else sq
         spatial = (per * live).sum() / n_live
-        done_loss = F.binary_cross_entropy_with_logits(outputs["done_logit"].float(), done)
+        done_loss = F.binary_cross_entropy_with_logits(outputs["done_logit"].float(), done,
+                                                       pos_weight=self.done_pos_weight)
         with torch.no_grad():
             mse = (sq * live).sum() / n_live / 2
         return self.sum({"loss_spatial": spatial, "loss_done": done_loss}, {"mse": mse})

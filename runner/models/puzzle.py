@@ -137,6 +137,7 @@ class PuzzleNet(nn.Module):
         nn.init.zeros_(self.size_head[-1].weight)
         nn.init.zeros_(self.size_head[-1].bias)  # start at the prior size (the seed's advice 3)
         self.register_buffer("log_size_prior", torch.tensor(size_prior, dtype=torch.float32).log())
+        self.size_prior = tuple(float(v) for v in size_prior)  # host copy: template sizes never read the device
         if head == "regress":
             self.pool_hw = (4, 6)
             self.regress = nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 6, 128), nn.ReLU(inplace=True),
@@ -150,7 +151,7 @@ class PuzzleNet(nn.Module):
     def template_cells(self, image_hw: tuple[int, int], stride: int) -> tuple[int, int]:
         """The piece's expected size in cells at a stride (rounded half up, at least 1)."""
         h, w = image_hw
-        prior = self.log_size_prior.exp().tolist()
+        prior = self.size_prior
         return (max(1, math.floor(prior[1] * h / stride + 0.5)), max(1, math.floor(prior[0] * w / stride + 0.5)))
 
     def forward(self, image: Tensor, piece: Tensor) -> dict[str, Tensor]:

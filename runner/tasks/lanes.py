@@ -18,7 +18,7 @@ from runner import viz
 from runner.config import Section
 from runner.data.synthetic.lanes import N_SLOTS, LaneDataset, LaneSpec
 from runner.losses.bezier import N_CTRL, BezierLaneLoss, evaluate, sample
-from runner.losses.controls import SafeUncertaintyBezierLoss, UncertaintyBezierLoss
+from runner.losses.seed_broken_lanes import SafeUncertaintyBezierLoss, UncertaintyBezierLoss
 from runner.models.lanes import LaneNet
 from runner.tasks.base import MonitorView, Task
 
@@ -78,7 +78,6 @@ class LossConfig(Section):
 class LanesTask(Task):
     name = "lanes"
     DataConfig, ModelConfig, LossConfig = DataConfig, ModelConfig, LossConfig
-    primary_metric = "epoch/val_loss"
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -161,7 +160,7 @@ class LanesTask(Task):
             "point_error": ((pts * live).sum(), live.sum()),
             "exist_precision": (tp, pred_exist.float().sum()),
             "exist_recall": (tp, live.sum()),
-            "exist_accuracy": ((pred_exist == exist).float().sum(), torch.tensor(float(exist.numel()))),
+            "exist_accuracy": ((pred_exist == exist).float().sum(), torch.ones_like(live).sum()),
         }
 
     # ------------------------------------------------------------------ overlay

@@ -12,7 +12,7 @@ from runner import viz
 from runner.config import Section
 from runner.data.formats.occ3d import OCC3D_FREE_CLASS, Occ3DDataset
 from runner.data.synthetic.occupancy import OccupancyDataset, OccupancySpec
-from runner.losses.controls_occupancy import WeightedBCELoss
+from runner.losses.seed_broken_occupancy import WeightedBCELoss
 from runner.losses.occupancy import OccupancyLoss
 from runner.models.occupancy import BEVOccupancyNet
 from runner.tasks.base import MonitorView, Task
@@ -67,7 +67,6 @@ class LossConfig(Section):
 class OccupancyTask(Task):
     name = "occupancy"
     DataConfig, ModelConfig, LossConfig = DataConfig, ModelConfig, LossConfig
-    primary_metric = "epoch/val_loss"
 
     def spec(self) -> OccupancySpec:
         d = self.cfg.data

@@ -22,7 +22,7 @@ from runner.data.formats.folder_json import FolderJsonDataset, Layout
 from runner.data.synthetic.puzzle import PuzzleDataset, PuzzleSpec, box_of, geometry
 from runner.errors import UserError
 from runner.losses.box import PuzzleLoss, paired_iou
-from runner.losses.controls_puzzle import SeedGIoULoss
+from runner.losses.seed_broken_puzzle import SeedGIoULoss
 from runner.models.puzzle import PuzzleNet
 from runner.tasks.base import MonitorView, Task
 

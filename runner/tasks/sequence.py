@@ -42,6 +42,7 @@ class LossConfig(Section):
     kind: Literal["funnel", "mse"] = "funnel"  # mse: the seed's first loss (negative control)
     threshold: float = Field(0.1, gt=0)  # funnel: quadratic below, linear above (normalized L1)
     done_weight: float = Field(3.0, ge=0)  # weight on the done BCE (seed: 1 -> 3)
+    done_pos_weight: float = Field(1.0, gt=0)  # BCE pos_weight of done samples; ~(1-p)/p balances a rare done
     spatial_weight: float = Field(1.0, ge=0)
 
 
@@ -65,7 +66,7 @@ class SequenceTask(Task):
     def criterion(self):
         c = self.cfg.loss
         return PointerLoss(threshold=c.threshold, done_weight=c.done_weight, spatial_weight=c.spatial_weight,
-                           kind=c.kind)
+                           kind=c.kind, done_pos_weight=c.done_pos_weight)
 
     def monitor_view(self, outputs, batch):
         return MonitorView(pred=outputs["xy"], target=batch["target_xy"], mask=batch["done"] < 0.5,
@@ -82,7 +83,7 @@ class SequenceTask(Task):
             "pixel_error": ((err * live).sum(), live.sum()),
             "done_recall": (tp, done.float().sum()),
             "done_precision": (tp, pred_done.float().sum(), 0.0),  # never predicting done: 0
-            "done_accuracy": ((pred_done == done).float().sum(), torch.tensor(float(done.numel()))),
+            "done_accuracy": ((pred_done == done).float().sum(), torch.ones_like(done, dtype=torch.float32).sum()),
         }
 
     def draw(self, batch, outputs, i):

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_convert, generalized_box_iou_loss
+from torchvision.ops import box_convert
 
-from runner.losses.box import paired_iou
+from runner.losses.box import generalized_box_iou_loss, paired_iou  # GIoU: torchvision's formula, no host read
 from runner.losses.weighting import WeightedSum
 
 
@@ -29,7 +29,7 @@ class SeedGIoULoss(nn.Module):
     def forward(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
         gt_xyxy = box_convert(batch["box"].float(), "cxcywh", "xyxy")
         pred_xyxy = outputs["box_xyxy"].float()
-        position = generalized_box_iou_loss(pred_xyxy, gt_xyxy, reduction="mean")
+        position = generalized_box_iou_loss(pred_xyxy, gt_xyxy)
         rotation = F.cross_entropy(outputs["rotation_logits"].float(), batch["rotation"])
         with torch.no_grad():
             iou = paired_iou(pred_xyxy, gt_xyxy).mean()

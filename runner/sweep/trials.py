@@ -1,173 +1,29 @@
-"""Offline sweeps: run a W&B sweep file's search on this machine, no account or network needed.
-
-    python -m runner.sweep sweeps/threshold.yaml [--count N] [--set train.device=cpu ...] [--workers K]
-
-Each trial runs the sweep file's `command` as a subprocess (no shell), with `${args}` expanded
-exactly as `wandb agent` expands it (`--loss.threshold=0.1`), so a command that works here works
-under the agent and the other way round. As under the agent, the swept values are also handed to
-`wandb.init` through `WANDB_SWEEP_PARAM_PATH`, so each trial's W&B run shows them in its config and
-runner.train checks that they reached the resolved config. Trials are offline W&B runs grouped
-under one name (`wandb.group`), each in its own `--out_dir` (its own run directory and
-checkpoints, also with `--workers K`).
-
-Search semantics follow W&B (wandb/sweeps): grid enumerates parameters sorted by name, the last
-varying fastest; random samples each distribution as W&B defines it; bayes uses optuna's TPE
-sampler (a maintained library; see docs/sweeps.md for why, and how it differs from W&B's GP).
-A trial's metric is the best value it logged (the extremum of its history, which W&B's bayes
-search reads too). `early_terminate: hyperband` stops running trials that fall below the top
-1/eta at a band, as W&B's hyperband_stopping does. A crashed trial is recorded as failed and the
-sweep goes on. The leaderboard (Markdown and CSV, best first) is rewritten after every trial.
-"""
+"""Running a sweep's trials on this machine: each a subprocess with the argv `wandb agent` builds,
+its metric read back from the run's metrics.jsonl, hyperband stops, and the leaderboard."""
 from __future__ import annotations
 
-import argparse
 import csv
 import io
-import itertools
 import json
 import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import yaml
-
-from runner.config import parse_value
-from runner.errors import UserError, exit_on_user_error
-from runner.sweepfile import Param, SweepFile, expand_command, load_sweep, py, quantize, strip_keys
+from runner.cli import strip_keys
+from runner.errors import UserError
+from runner.sweep.agent import expand_command, write_sweep_params
+from runner.sweep.search import BayesSearch, GridSearch, RandomSearch, hyperband_stops
+from runner.sweep.validate import SweepFile
 
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 60  # after SIGINT, a stopped trial gets this long to save and finish its W&B run
 
 
-# ---------------------------------------------------------------- search methods
-
-class GridSearch:
-    """All combinations, parameters sorted by name, last varying fastest (wandb/sweeps grid_search)."""
-
-    def __init__(self, params: dict[str, Param]):
-        names = sorted(params)
-        self.combos = [dict(zip(names, c)) for c in itertools.product(*(params[n].grid_values() for n in names))]
-        self.i = 0
-
-    def __len__(self) -> int:
-        return len(self.combos)
-
-    def ask(self) -> dict[str, Any] | None:
-        if self.i >= len(self.combos):
-            return None
-        self.i += 1
-        return dict(self.combos[self.i - 1])
-
-    def tell(self, token, value: float | None, failed: bool) -> None: ...
-
-
-def sample(p: Param, rng: np.random.Generator) -> Any:
-    """One draw of a W&B distribution (definitions of wandb/sweeps params.HyperParameter.ppf)."""
-    d, s = p.distribution, p.spec
-    q = s.get("q")
-    if d == "constant":
-        return s["value"]
-    if d == "categorical":
-        return s["values"][int(rng.integers(len(s["values"])))]
-    if d == "categorical_w_probabilities":
-        return s["values"][int(rng.choice(len(s["values"]), p=np.asarray(s["probabilities"]) / sum(s["probabilities"])))]
-    if d == "int_uniform":
-        return int(rng.integers(s["min"], s["max"] + 1))
-    if d in ("uniform", "q_uniform"):
-        x = rng.uniform(s["min"], s["max"])
-    elif d in ("log_uniform", "q_log_uniform"):
-        x = math.exp(rng.uniform(s["min"], s["max"]))
-    elif d in ("log_uniform_values", "q_log_uniform_values", "inv_log_uniform_values"):
-        x = math.exp(rng.uniform(math.log(s["min"]), math.log(s["max"])))
-    elif d == "inv_log_uniform":
-        x = math.exp(-rng.uniform(s["min"], s["max"]))
-    elif d in ("normal", "q_normal"):
-        x = rng.normal(s["mu"], s["sigma"])
-    elif d in ("log_normal", "q_log_normal"):
-        x = math.exp(rng.normal(s["mu"], s["sigma"]))
-    elif d in ("beta", "q_beta"):
-        x = rng.beta(s["a"], s["b"])
-    else:
-        raise ValueError(d)
-    return quantize(float(x), q) if d.startswith("q_") else float(x)
-
-
-class RandomSearch:
-    def __init__(self, params: dict[str, Param], seed: int | None):
-        self.params, self.rng = params, np.random.default_rng(seed)
-
-    def ask(self) -> dict[str, Any]:
-        return {n: py(sample(self.params[n], self.rng)) for n in sorted(self.params)}
-
-    def tell(self, token, value: float | None, failed: bool) -> None: ...
-
-
-class BayesSearch:
-    """Model-based search with optuna's TPE sampler over the sweep's bounded distributions.
-
-    Ranges map to optuna distributions in the space W&B samples them (log for log_uniform*);
-    q_* values are quantized after the draw, as W&B does; categorical values go by index.
-    Failed trials are told as FAIL (TPE leaves them out; W&B imputes them as the worst value).
-    """
-
-    def __init__(self, params: dict[str, Param], minimize: bool, seed: int | None, count: int, workers: int):
-        import warnings
-
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        self.optuna, self.params = optuna, params
-        self.dists = {n: self._dist(p) for n, p in params.items() if p.distribution != "constant"}
-        startup = max(2, min(10, count // 3))  # random trials before TPE models the results
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True,
-                                             constant_liar=workers > 1)
-        self.study = optuna.create_study(direction="minimize" if minimize else "maximize", sampler=sampler)
-
-    def _dist(self, p: Param):
-        D, s, d = self.optuna.distributions, p.spec, p.distribution
-        if d.startswith("categorical"):
-            return D.CategoricalDistribution(list(range(len(s["values"]))))
-        if d == "int_uniform":
-            return D.IntDistribution(s["min"], s["max"])
-        if d in ("uniform", "q_uniform"):
-            return D.FloatDistribution(s["min"], s["max"])
-        if d in ("log_uniform", "q_log_uniform"):
-            return D.FloatDistribution(math.exp(s["min"]), math.exp(s["max"]), log=True)
-        if d == "inv_log_uniform":
-            return D.FloatDistribution(math.exp(-s["max"]), math.exp(-s["min"]), log=True)
-        return D.FloatDistribution(s["min"], s["max"], log=True)  # *_log_uniform_values
-
-    def ask(self):
-        trial = self.study.ask(self.dists)
-        values = {}
-        for n in sorted(self.params):
-            p = self.params[n]
-            if p.distribution == "constant":
-                values[n] = p.spec["value"]
-            elif p.distribution.startswith("categorical"):
-                values[n] = p.spec["values"][trial.params[n]]
-            elif p.distribution.startswith("q_"):
-                values[n] = quantize(trial.params[n], p.spec["q"])
-            else:
-                values[n] = py(trial.params[n])
-        return values, trial
-
-    def tell(self, trial, value: float | None, failed: bool) -> None:
-        if failed or value is None:
-            self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
-        else:
-            self.study.tell(trial, value)
-
-
-# ---------------------------------------------------------------- trials
 
 @dataclass
 class Trial:
@@ -222,37 +78,6 @@ def last_error_line(log_path: Path) -> str:
             return ln[:300]
     return lines[-1][:300] if lines else ""
 
-
-def hyperband_stops(histories: dict[int, list[float]], running: list[int], bands: list[int], eta: float,
-                    minimize: bool) -> dict[int, tuple[int, float, float]]:
-    """Which running trials hyperband stops: {trial: (band, its value there, the band's threshold)}.
-
-    As wandb/sweeps hyperband_stopping: a band b is the b-th logged value (0-based) of the metric;
-    its threshold is the value at rank int(n / eta) among all n trials (running or not) that
-    logged more than b values; a running trial is stopped when its value at the latest band it
-    has passed is worse than that band's threshold.
-    """
-    sign = 1.0 if minimize else -1.0
-    hist = {k: [sign * v for v in h] for k, h in histories.items()}
-    thresholds = []
-    for band in bands:
-        vals = sorted(h[band] for h in hist.values() if len(h) > band)
-        thresholds.append(vals[int(len(vals) / eta)] if vals else math.inf)
-    out = {}
-    for k in running:
-        h = hist.get(k, [])
-        passed = [(b, th) for b, th in zip(bands, thresholds) if b < len(h)]
-        if passed and h[passed[-1][0]] > passed[-1][1]:
-            band, th = passed[-1]
-            out[k] = (band, sign * h[band], sign * th)
-    return out
-
-
-def write_sweep_params(path: Path, values: dict[str, Any]) -> None:
-    """The file `wandb agent` writes for wandb.init (config_util.save_config_file_from_dict)."""
-    body = yaml.dump({k: {"value": v} for k, v in values.items()}, Dumper=yaml.SafeDumper,
-                     default_flow_style=False, allow_unicode=True, sort_keys=False)
-    path.write_text("wandb_version: 1\n\n" + body)
 
 
 # ---------------------------------------------------------------- the runner
@@ -499,56 +324,3 @@ class SweepRunner:
         (self.dir / "leaderboard.csv").write_text(buf.getvalue())
 
 
-# ---------------------------------------------------------------- CLI
-
-def parse_sets(items: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for item in items:
-        key, eq, value = item.partition("=")
-        key = key.strip().removeprefix("--")
-        if not eq or not key:
-            raise UserError(f"--set {item!r}: write --set section.key=value")
-        out.append((key, value))
-    return out
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runner.sweep", allow_abbrev=False,
-                                description="Run a W&B sweep file locally: each trial an offline W&B run.")
-    p.add_argument("sweep_file", help="sweeps/*.yaml (a W&B sweep config)")
-    p.add_argument("--count", type=int, help="number of trials (grid: at most the grid size; default all)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="fix a config key for every trial, e.g. --set train.device=cpu (repeatable)")
-    p.add_argument("--workers", type=int, default=1, help="trials run at the same time (default 1)")
-    p.add_argument("--seed", type=int, help="seed of the random / bayes search")
-    p.add_argument("--name", help="sweep name (default: the file's name: or its stem)")
-    p.add_argument("--out", help="parent directory of the sweep directory (default: the config's out_dir)")
-    p.add_argument("--check", action="store_true", help="validate the sweep file, print the trials' argv, exit")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    with exit_on_user_error("runner.sweep"):
-        args = build_parser().parse_args(argv)
-        if args.count is not None and args.count < 1:
-            raise UserError(f"--count must be >= 1, got {args.count}")
-        if args.workers < 1:
-            raise UserError(f"--workers must be >= 1, got {args.workers}")
-        sets = parse_sets(args.set)
-        sweep = load_sweep(args.sweep_file, {k: parse_value(v) for k, v in sets})
-        runner = SweepRunner(sweep, sets, args.count, args.workers, args.seed, args.name, args.out)
-        if args.check:
-            print(f"{args.sweep_file}: valid {sweep.method} sweep of task {sweep.task}, metric {sweep.metric} "
-                  f"({sweep.goal}), parameters {', '.join(sweep.params)}")
-            for _ in range(min(runner.count, 3 if sweep.method != "grid" else runner.count)):
-                t = runner.make_trial()
-                if t is None:
-                    break
-                print("  " + " ".join(t.argv))
-            return 0
-        return runner.run()
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

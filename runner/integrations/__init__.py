@@ -1,0 +1,3 @@
+"""The health monitor inside other training frameworks: lightning.py (PyTorch Lightning).
+
+Install with `pip install 'runner[integrations]'`."""
