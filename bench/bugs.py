@@ -24,9 +24,18 @@ def input_key(sample: dict) -> str:
 
 
 class Wrapped(torch.utils.data.Dataset):
-    def __init__(self, base, fn, length=None, index=None):
-        self.base, self.fn, self.index = base, fn, index
+    """A dataset whose samples pass through fn. forward=True passes other attributes (a generator's fast
+    paths for statistics and baselines, e.g. lanes(i)) to the base: right for bugs that leave the targets
+    as they are; bugs that change the targets or the class balance set forward=False."""
+
+    def __init__(self, base, fn, length=None, index=None, forward=True):
+        self.base, self.fn, self.index, self.forward = base, fn, index, forward
         self.n = length if length is not None else len(base)
+
+    def __getattr__(self, name):
+        if name in ("base", "fn", "index", "forward", "n") or not self.__dict__.get("forward"):
+            raise AttributeError(name)
+        return getattr(self.__dict__["base"], name)
 
     def __len__(self):
         return self.n
@@ -62,7 +71,7 @@ def class_missing(ds, split):
     if split != "train":
         return ds
     keep = [i for i in range(len(ds)) if float(ds[i]["done"]) < 0.5]
-    return Wrapped(ds, lambda i, s: s, length=len(keep), index=keep)
+    return Wrapped(ds, lambda i, s: s, length=len(keep), index=keep, forward=False)
 
 
 def preprocessing_mismatch(ds, split):
@@ -75,7 +84,7 @@ def preprocessing_mismatch(ds, split):
 
 def target_scale(ds, split):
     """Regression targets in pixels instead of the [0, 1] the model's head produces (x 100)."""
-    return Wrapped(ds, lambda i, s: {**s, **{t: s[t] * 100.0 for t in TARGETS if t in s}})
+    return Wrapped(ds, lambda i, s: {**s, **{t: s[t] * 100.0 for t in TARGETS if t in s}}, forward=False)
 
 
 DATA_BUGS = {"constant_inputs": constant_inputs, "zeroed_inputs": zeroed_inputs, "shuffled_targets": shuffled_targets,

@@ -278,6 +278,15 @@ def run_one(sc: Scenario, seed: int, out: Path, reuse: bool, scale: str = "full"
                      findings=summary.get("health/findings", []))
 
 
+def is_check(record: dict) -> bool:
+    """A logged row holding a log interval's values (an epoch-end row at the same step can be both)."""
+    return "train/loss" in record or "grad/total" in record or "lr" in record
+
+
+def is_evaluation(record: dict) -> bool:
+    return "epoch/val_loss" in record or "epoch/train_loss" in record
+
+
 def load_rows(run_dir: str) -> tuple[list[dict], list[dict]]:
     rows, evals = [], []
     for line in open(Path(run_dir) / "metrics.jsonl"):

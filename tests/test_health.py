@@ -297,9 +297,11 @@ def test_steps_skipped_by_the_trainer_count_as_non_finite():
 def test_explosion_relative_to_running_median():
     rows = grads([8.0, 2.0, 1.0, 0.3, 0.25, 0.3, 40.0, 0.3])
     assert not fired(feed_checks(Rules(), rows), "gradients")  # one spike without a loss jump: not an alert
-    rows[6]["train/loss"] = 30.0  # the same spike with a loss jump
+    rows[6]["train/loss"] = 30.0  # with a loss jump: one batch of 4 with a weighted positive does this too
+    assert not fired(feed_checks(Rules(), rows), "gradients")
+    rows[7].update({"grad/total": 35.0, "train/loss": 25.0})  # both stay up: an explosion
     found = fired(feed_checks(Rules(), rows), "gradients")
-    assert [(i, f.subject) for i, f in found] == [(7, "explosion")]
+    assert [(i, f.subject) for i, f in found] == [(8, "explosion")]
     assert "x its running median" in found[0][1].evidence
     persisting = fired(feed_checks(Rules(), grads([0.3, 0.25, 0.3, 0.3, 40.0, 35.0, 0.3])), "gradients")
     assert [(i, f.subject) for i, f in persisting] == [(6, "explosion")]  # a spike that persists: 2nd check
@@ -549,7 +551,7 @@ def test_check_data_reports_balance_and_warns_on_a_starved_head():
     assert proc.returncode == 0, proc.stderr
     assert "split train: 4096 samples (200 checked)" in proc.stdout and "class balance  positive" in proc.stdout
     assert "target spread" in proc.stdout and "WARNING train done: only" in proc.stdout
-    assert "loss.done_weight is 3.0" in proc.stdout
+    assert "loss.done_pos_weight, now 1.0" in proc.stdout  # the knob that rebalances it, and its value
     assert run_cli("runner.check_data", *base, "--strict").returncode == 1
     bad = run_cli("runner.check_data", *base, "--loss.done_wieght=3")
     assert bad.returncode == 2 and "done_weight" in bad.stderr and bad.stderr.strip().count("\n") == 0
