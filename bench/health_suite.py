@@ -336,7 +336,8 @@ def score(sc: Scenario, res: RunResult, use_replay: bool = False) -> dict[str, A
         out["healthy_by_outcome"] = verdict["healthy"]
         out["false_positive"] = bool(real) if verdict["healthy"] else None
         return out
-    out["produced"] = bool(verdict["failures"])
+    # a run that never evaluated crashed (in these runs: a bench wrapper the task's code path did not accept)
+    out["produced"] = bool(verdict["failures"]) and "no_evaluation" not in verdict["failures"]
     out["detected"] = bool(real)
     if not real:
         return out
