@@ -199,3 +199,11 @@ def test_builtin_references_measure_any_dataset(name, monkeypatch):
             assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (k, a[k], b[k])
     a, b = plain.baseline(), wrapped.baseline()
     assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6) for k in a), (a, b)
+
+
+def test_own_task_doc_holds_the_whole_example():
+    doc = (ROOT / "docs" / "own-task.md").read_text()
+    files = [p for p in EXAMPLE.rglob("*") if p.is_file() and p.suffix in (".py", ".yaml") and p.name != "__init__.py"]
+    assert len(files) == 6
+    for p in files:
+        assert p.read_text().rstrip() in doc, f"docs/own-task.md is out of date with {p.relative_to(ROOT)}"
