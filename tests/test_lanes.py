@@ -319,12 +319,31 @@ def test_tusimple_bad_lines_name_file_and_line(tusimple_root, capsys):
     with pytest.raises(UserError, match=r"bad_label\.json:3: not valid JSON"):
         read_labels(root, ["bad_label.json"], on_bad="error")
     labels = read_labels(root, ["bad_label.json"], on_bad="skip")
-    assert len(labels) == 6
+    assert len(labels) == 7  # the short lane's line stays (a lane too short to fit is data)
     err = capsys.readouterr().err
-    assert f"{bad}:4: lane 0 has 3 points, fewer than 6" in err
+    assert f"{bad}:4" not in err
+    assert "left out 1 lane(s) with fewer than 6 labelled points (or on one image row) in 1 line(s)" in err
+    assert [lab.where for lab in labels if lab.short] == [f"{bad}:4"]
     assert f"{bad}:5: lane 0 has {len(good['h_samples']) - 1} values but h_samples has" in err
     assert f"{bad}:6: image 'clips/val/nope.png' not found" in err
-    assert "skipped 4 bad label line(s) of 10" in err
+    assert "skipped 3 bad label line(s) of 10" in err
+
+
+def test_tusimple_short_lane_is_dropped_and_the_line_kept(tusimple_root, capsys):
+    """TuSimple's real test_label.json has lines with one lane of <= 5 labelled points: the default
+    on_bad_label=error keeps training, drops that lane, keeps the line's good lanes, and says so."""
+    root, _ = tusimple_root
+    good = json.loads((root / "test_label.json").read_text().splitlines()[0])
+    n = len(good["h_samples"])
+    short = {**good, "lanes": good["lanes"] + [[-2] * (n - 5) + [10, 12, 14, 16, 18]]}
+    _write_bad(root, [json.dumps(short)])
+    full = read_labels(root, ["test_label.json"])
+    labels = read_labels(root, ["bad_label.json"], on_bad="error")
+    assert len(labels) == len(full) + 1
+    kept = next(lab for lab in labels if lab.short)
+    assert kept.short == 1 and kept.exist.sum() == min(len(good["lanes"]), 4)
+    np.testing.assert_allclose(kept.points, full[0].points)
+    assert "left out 1 lane(s) with fewer than 6 labelled points" in capsys.readouterr().err
 
 
 def test_tusimple_through_the_task_and_cli_error(tusimple_root, tmp_path):

@@ -95,6 +95,9 @@ def test_healthy_model_no_finding_and_table_printed_without_wandb(tmp_path, caps
     trainer, cb = fit(tmp_path, zero_inputs=False)
     assert cb.monitor.findings == [], cb.monitor.table()
     assert trainer.global_step == 50  # 2 epochs of 25 batches: nothing stopped it
+    # grad/total from on_before_optimizer_step reached the gradient rule, once per log interval
+    hist = cb.monitor.rules.by_name("gradients").hist  # keeps the last hist.n values
+    assert len(hist.get("grad/total")) == min(hist.n, 50 // LOG_EVERY) and min(hist.get("grad/total")) > 0
     out = capsys.readouterr().out
     assert "[health] run health:" in out and "status: HEALTHY" in out and "collapse         ok" in out
 

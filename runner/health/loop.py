@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from torch import Tensor
 from tqdm import tqdm
 
+from runner import keys
 from runner.config import MonitorConfig, _explain
 from runner.errors import UserError
 from runner.health.findings import Finding, status_of
@@ -118,7 +119,7 @@ class Monitor:
         self.alerts = 0
         self.balance: dict[str, dict[str, float]] = {}
         self.stats, self.meter = CollapseStats(), Meter()
-        self.val_stats, self.val_meter = CollapseStats("val/"), Meter()
+        self.val_stats, self.val_meter = CollapseStats(keys.VAL), Meter()
         self.train_loss = [0.0, 0.0]  # host-side sum of train/loss x samples over the logged intervals, samples
         self._samples = 0  # samples fed since the last log (a Python number: no device read)
 
@@ -138,7 +139,7 @@ class Monitor:
         """
         b = int(pred.shape[0]) if n is None else int(n)
         self.stats.update(MonitorView(pred, target, dict(rates or {}), mask))
-        self._feed(self.meter, "train/", losses, weights, grads, b)
+        self._feed(self.meter, keys.train_key, keys.TRAIN, losses, weights, grads, b)
         self._samples += b
 
     @torch.no_grad()
@@ -148,19 +149,21 @@ class Monitor:
         """One validation batch (same arguments as step); read by evaluate()."""
         b = int(pred.shape[0]) if n is None else int(n)
         self.val_stats.update(MonitorView(pred, target, dict(rates or {}), mask))
-        self._feed(self.val_meter, "val/", losses, None, None, b)
+        self._feed(self.val_meter, keys.val_key, keys.VAL, losses, None, None, b)
 
     @staticmethod
-    def _feed(meter: Meter, prefix: str, losses, weights, grads, n: int) -> None:
+    def _feed(meter: Meter, name, prefix: str, losses, weights, grads, n: int) -> None:
+        """Key names as the runner's engine logs them (runner/keys.py)."""
         means: dict[str, Tensor] = {}
         for k, v in (losses or {}).items():
-            means[k if k.startswith("loss/") else prefix + k] = v
+            if name(k) is not None:  # loss/<x> parameters are not logged at evaluation
+                means[name(k)] = v
         for k, v in (weights or {}).items():
-            means[f"{prefix}weight/{k}"] = v
+            means[prefix + keys.WEIGHT + k] = v
         if means:
             meter.update_means(means, n)
         if grads:
-            meter.update_means({f"grad/{k}": v for k, v in grads.items()}, 1)
+            meter.update_means({keys.GRAD + k: v for k, v in grads.items()}, 1)
 
     # ------------------------------------------------------------------ at the user's log interval
     def log(self, step: int, epoch: float = 0.0, values: Mapping[str, float] | None = None,
@@ -177,8 +180,9 @@ class Monitor:
         if not self.reporting:
             return []
         read = read_host(tensors)
-        if "train/loss" in read:
-            self.train_loss[0] += read["train/loss"] * samples
+        total = keys.train_key(keys.TOTAL)
+        if total in read:
+            self.train_loss[0] += read[total] * samples
             self.train_loss[1] += samples
         read.update(values or {})
         read.setdefault("epoch", float(epoch))
@@ -199,10 +203,10 @@ class Monitor:
         if not self.reporting:
             return []
         read = read_host(tensors)
-        if "val/loss" in read:
-            read["epoch/val_loss"] = read["val/loss"]
+        if keys.val_key(keys.TOTAL) in read:
+            read[keys.EPOCH + "val_loss"] = read[keys.val_key(keys.TOTAL)]
         if self.train_loss[1] > 0:
-            read["epoch/train_loss"] = self.train_loss[0] / self.train_loss[1]
+            read[keys.EPOCH + "train_loss"] = self.train_loss[0] / self.train_loss[1]
         self.train_loss = [0.0, 0.0]
         read.update(metrics or {})
         new = self.rules.evaluation(int(step), float(epoch), read)

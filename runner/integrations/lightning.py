@@ -72,7 +72,7 @@ class HealthCallback(pl.Callback):
                             "return a dict with 'pred' and 'target' (or define health_view(batch, outputs))")
         return got
 
-    def _feed(self, fn, pl_module, batch, outputs) -> None:
+    def _feed(self, fn, pl_module, batch, outputs, **extra) -> None:
         v = self.view(pl_module, batch, outputs)
         if v is None:
             return
@@ -82,7 +82,7 @@ class HealthCallback(pl.Callback):
         kw = {k: v[k] for k in VIEW_KEYS if k in v and k not in ("losses",)}
         if fn == self.monitor.eval_step:
             kw.pop("weights", None)
-        fn(v["pred"], v["target"], losses=losses, **kw)
+        fn(v["pred"], v["target"], losses=losses, **kw, **extra)
 
     # ------------------------------------------------------------------ hooks
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
@@ -94,10 +94,8 @@ class HealthCallback(pl.Callback):
                 self._grad = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._feed(self.monitor.step, pl_module, batch, outputs)
-        if self._grad is not None:
-            self.monitor.meter.update_means({"grad/total": self._grad}, 1)
-            self._grad = None
+        grads, self._grad = ({"total": self._grad} if self._grad is not None else None), None
+        self._feed(self.monitor.step, pl_module, batch, outputs, grads=grads)
         step = trainer.global_step
         if step == self._last_log or step % max(1, trainer.log_every_n_steps) != 0:
             return

@@ -26,6 +26,20 @@ SAMPLES_PER_LANE = 32  # points sampled along each curve for point_error
 REFERENCE_SAMPLES = 1000  # samples whose lanes give the per-slot means and statistics
 
 
+def lane_arrays(ds, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(points [n, 4, 6, 2], exist [n, 4]) of the first n samples of any dataset yielding lanes batches.
+
+    The built-in datasets answer without loading images (`lanes(i)`); any other (a wrapped
+    Subset, a user's own) is read sample by sample."""
+    if hasattr(ds, "lanes"):
+        lanes = [ds.lanes(i) for i in range(n)]
+    else:
+        lanes = [(np.asarray(s["points"], np.float32), np.asarray(s["exist"]) > 0.5) for s in (ds[i] for i in range(n))]
+    if not lanes:
+        return np.zeros((0, N_SLOTS, N_CTRL, 2), np.float32), np.zeros((0, N_SLOTS), bool)
+    return np.stack([p for p, _ in lanes]), np.stack([e for _, e in lanes])
+
+
 class DataConfig(Section):
     source: Literal["synthetic", "tusimple"] = "synthetic"
     root: Optional[str] = None  # tusimple: folder holding the label files and clips/
@@ -125,8 +139,8 @@ class LanesTask(Task):
         the mean predictor of `baseline()`."""
         ds = self.dataset("train")
         n = min(len(ds), REFERENCE_SAMPLES)
-        pts = np.stack([ds.lanes(i)[0] for i in range(n)])
-        ex = np.stack([ds.lanes(i)[1] for i in range(n)]).astype(np.float64)
+        pts, ex = lane_arrays(ds, n)
+        ex = ex.astype(np.float64)
         counts = ex.sum(0)
         overall = (pts * ex[..., None, None]).sum((0, 1)) / max(ex.sum(), 1)
         mean = np.where(counts[:, None, None] > 0,
@@ -218,8 +232,7 @@ class LanesTask(Task):
         mean, rate = self.reference
         ds = self.dataset("val")
         n = min(len(ds), REFERENCE_SAMPLES)
-        pts = torch.tensor(np.stack([ds.lanes(i)[0] for i in range(n)]), dtype=torch.float32)
-        ex = torch.tensor(np.stack([ds.lanes(i)[1] for i in range(n)]), dtype=torch.float32)
+        pts, ex = (torch.tensor(a, dtype=torch.float32) for a in lane_arrays(ds, n))
         logits = torch.where(rate > 0.5, 10.0, -10.0).expand(n, -1)
         m = self.metrics({"points": mean.expand(n, -1, -1, -1), "exist_logits": logits},
                          {"points": pts, "exist": ex})
@@ -228,9 +241,8 @@ class LanesTask(Task):
     def describe_data(self, split):
         ds = self.dataset(split)
         n = min(len(ds), REFERENCE_SAMPLES)
-        lanes = [ds.lanes(i) for i in range(n)]
-        ex = np.stack([e for _, e in lanes]).astype(np.float64)
-        pts = np.stack([p for p, _ in lanes])
+        pts, ex = lane_arrays(ds, n)
+        ex = ex.astype(np.float64)
         p5x = pts[..., -1, 0][ex > 0.5]
         return {"samples": len(ds), "lanes_per_image": float(ex.sum(1).mean()),
                 "exist_rate": [round(float(v), 4) for v in ex.mean(0)],

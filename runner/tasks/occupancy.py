@@ -181,7 +181,7 @@ class OccupancyTask(Task):
         """
         val = self.dataset("val")
         n = self.reference_samples(len(val))
-        train_rate = float(self.dataset("train").statistics(n)["occupancy_rate"])
+        train_rate = float(self.statistics(self.dataset("train"), n)["occupancy_rate"])
         train_rate = min(max(train_rate, 1e-6), 0.5)
         logit = float(np.log(train_rate / (1 - train_rate)))
         crit = self.criterion()
@@ -216,4 +216,16 @@ class OccupancyTask(Task):
 
     def describe_data(self, split):
         ds = self.dataset(split)
-        return ds.statistics(self.reference_samples(len(ds)))
+        return self.statistics(ds, self.reference_samples(len(ds)))
+
+    @staticmethod
+    def statistics(ds, samples: int) -> dict[str, float]:
+        """Label occupancy rate and empty-label fraction. The built-in datasets answer without
+        rendering (`statistics`); any other (a Subset, a user's own) is measured from its samples."""
+        if hasattr(ds, "statistics"):
+            return ds.statistics(samples)
+        m = min(samples, len(ds))
+        occupied = [float(torch.as_tensor(ds[i]["occupancy"]).float().sum()) for i in range(m)]
+        voxels = m * int(np.prod(torch.as_tensor(ds[0]["occupancy"]).shape)) if m else 1
+        return {"samples": m, "occupancy_rate": float(sum(occupied) / max(voxels, 1)),
+                "empty_fraction": float(np.mean([o == 0 for o in occupied])) if m else 0.0}

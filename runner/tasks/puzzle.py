@@ -208,8 +208,12 @@ class PuzzleTask(Task):
         if isinstance(ds, PuzzleDataset):  # geometry only: nothing is painted
             geo = [geometry(ds.spec, split, i) for i in range(m)]
             return np.stack([box_of(ds.spec, *g[:4]) for g in geo]), np.array([g[4] for g in geo])
-        t = ds.targets[:m]
-        return np.array([s["box"] for s in t], np.float32), np.array([s["rotation"] for s in t])
+        if hasattr(ds, "targets"):  # folder + JSON: the targets are read at start, no image decoded
+            t = ds.targets[:m]
+        else:  # any other dataset (a Subset, a user's own): its samples
+            t = [ds[i] for i in range(m)]
+        return (np.array([np.asarray(s["box"], np.float32) for s in t], np.float32).reshape(-1, 4),
+                np.array([int(s["rotation"]) for s in t], np.int64))
 
     def baseline(self):
         """Always predict the mean train box and the most common train rotation."""

@@ -52,6 +52,7 @@ class LaneLabel:
     exist: np.ndarray  # [4] bool
     where: str  # "file:line"
     dropped: int = 0  # lanes beyond two per side
+    short: int = 0  # lanes with too few labelled points (or one image row) to fit: left out, the line kept
 
 
 def fit_lane(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -95,7 +96,7 @@ def parse_line(text: str, root: Path, min_points: int, image_sizes: dict) -> Lan
     if not image.is_file():
         raise BadLabel(f"image {raw!r} not found under {str(root)!r}")
     ys_all = np.asarray(h, dtype=np.float64)
-    fitted = []
+    fitted, short = [], 0
     for k, lane in enumerate(lanes):
         if not isinstance(lane, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                  for v in lane):
@@ -104,11 +105,10 @@ def parse_line(text: str, root: Path, min_points: int, image_sizes: dict) -> Lan
             raise BadLabel(f"lane {k} has {len(lane)} values but h_samples has {len(h)}")
         xs = np.asarray(lane, dtype=np.float64)
         valid = xs >= 0  # TuSimple marks absent points with -2
-        if valid.sum() < min_points:
-            raise BadLabel(f"lane {k} has {int(valid.sum())} points, fewer than {min_points} needed for a fit")
         ys = ys_all[valid]
-        if np.ptp(ys) <= 0:
-            raise BadLabel(f"lane {k} spans a single image row")
+        if valid.sum() < min_points or np.ptp(ys) <= 0:  # a lane too short to fit is data, not a broken line
+            short += 1
+            continue
         fitted.append(fit_lane(xs[valid], ys))
     if image not in image_sizes:
         image_sizes[image] = _image_size(image)
@@ -123,7 +123,8 @@ def parse_line(text: str, root: Path, min_points: int, image_sizes: dict) -> Lan
         for slot, i in zip(slots, idx):
             points[slot] = fitted[i] / scale
             exist[slot] = True
-    return LaneLabel(image, points, exist, "", dropped=max(0, len(left) - 2) + max(0, len(right) - 2))
+    return LaneLabel(image, points, exist, "", dropped=max(0, len(left) - 2) + max(0, len(right) - 2),
+                     short=short)
 
 
 def read_labels(root: str | Path, patterns: list[str], min_points: int = 6, on_bad: str = "error") -> list[LaneLabel]:
@@ -155,6 +156,14 @@ def read_labels(root: str | Path, patterns: list[str], min_points: int = 6, on_b
                     continue
                 label.where = f"{path}:{lineno}"
                 labels.append(label)
+    short, beyond = sum(lab.short for lab in labels), sum(lab.dropped for lab in labels)
+    if short:
+        print(f"tusimple: left out {short} lane(s) with fewer than {min_points} labelled points (or on one image "
+              f"row) in {sum(lab.short > 0 for lab in labels)} line(s); their other lanes are kept "
+              "(data.min_lane_points)", file=sys.stderr)
+    if beyond:
+        print(f"tusimple: left out {beyond} lane(s) beyond two per side of the ego lane "
+              f"in {sum(lab.dropped > 0 for lab in labels)} line(s)", file=sys.stderr)
     if skipped:
         print(f"tusimple: skipped {skipped} bad label line(s) of {skipped + len(labels)} in {len(files)} file(s)",
               file=sys.stderr)
