@@ -11,6 +11,7 @@ import sys
 import secrets
 import string
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,10 @@ class Tracker:
             return
         lvl = {"INFO": wandb.AlertLevel.INFO, "WARN": wandb.AlertLevel.WARN,
                "ERROR": wandb.AlertLevel.ERROR}[level]
-        self._guard("alert", self.run.alert, title=title, text=text, level=lvl, wait_duration=0)
+        # W&B: titles under 64 characters; wait_duration=0 becomes one minute in the SDK, which would drop a
+        # second alert with the same title inside it: 1 second (titles are distinct per detector and subject)
+        self._guard("alert", self.run.alert, title=title[:63], text=text, level=lvl,
+                    wait_duration=timedelta(seconds=1))
 
     def set_summary(self, values: dict[str, Any]) -> None:
         self.summary.update(values)

@@ -53,6 +53,12 @@ def test_advice_names_only_existing_config_keys():
     assert len(found) >= 5, found  # the scan sees the keys the advice does name
     missing = sorted({(w, k) for w, k in found if k not in keys})
     assert not missing, f"advice names config keys that do not exist: {missing}"
+    # advice that names its task ("the sequence task's loss.done_pos_weight") is checked against that task
+    for where, text in advice_strings():
+        for task in BUILTIN:
+            if f"the {task} task" in text:
+                own = set(valid_keys(config_class(get_task_class(task))))
+                assert set(named_keys(text)) <= own, (where, task, named_keys(text))
 
 
 def test_the_scan_catches_a_key_that_does_not_exist():

@@ -3,13 +3,18 @@ worked example in examples/keypoints trained from a directory outside the reposi
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 import textwrap
 
 import pytest
 import torch
 
-from runner.config import build_config
+from runner import check_data, predict, train
+from runner.config import build_config, load_yaml
+from runner.health.__main__ import main as health_main
+from runner.sweep.__main__ import main as sweep_main
 from runner.errors import UserError
 from runner.tasks import get_task_class
 from runner.tasks.base import Task
@@ -127,17 +132,17 @@ def test_entry_points_register_names(user_pkg, monkeypatch):
         get_task_class("mini")
 
 
-def test_cli_finds_entry_points_and_import_paths_on_pythonpath(user_pkg):
+def test_cli_finds_entry_points_on_pythonpath_and_a_bad_task_exits_2(user_pkg):
+    """One interpreter: a dist-info on PYTHONPATH registers `half`, whose class lacks monitor_view()."""
     eps = user_pkg / "eps"
     eps.mkdir()
-    dist_info(eps, "usertasks", "[runner.tasks]\nmini = userpkg.tasks:Mini\n")
+    dist_info(eps, "usertasks", "[runner.tasks]\nhalf = userpkg.tasks:NoView\n")
     env = {"PYTHONPATH": f"{ROOT}:{user_pkg}:{eps}"}
-    r = run_cli("runner.train", "--print-config", "--task=mini", "--data.n=5", env=env, cwd=user_pkg)
-    assert r.returncode == 0, r.stderr
-    assert "task: mini" in r.stdout and "n: 5" in r.stdout
-    r = run_cli("runner.train", "--print-config", "--task=userpkg.tasks:NoView", env=env, cwd=user_pkg)
-    assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0 and "does not define monitor_view()" in r.stderr
+    r = run_cli("runner.train", "--print-config", "--task=half", env=env, cwd=user_pkg)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip().count("\n") == 0, r.stderr
+    assert ("task 'half' (entry point 'userpkg.tasks:NoView' in group 'runner.tasks') does not define "
+            "monitor_view()") in r.stderr
 
 
 def test_builtin_tasks_keep_the_contract():
@@ -168,13 +173,27 @@ def test_example_trains_outside_the_repository_and_a_broken_variant_collapses(ex
     summary = json.loads((run.parent.parent / "summary.json").read_text())
     assert summary["health/status"] == "healthy", summary.get("health/findings")
     assert summary["baseline/mean_target_mae"] > 0
+    assert "overlays off" not in r.stdout  # the example defines draw()
 
-    # the broken variant: a learning rate that saturates the sigmoid head -> one prediction for every input
-    broken = example / "broken.yaml"
-    broken.write_text((example / "config.yaml").read_text().replace("lr: 3.0e-3", "lr: 1.0"))
-    r = run_cli("runner.train", "--config", "broken.yaml", *TINY, "--out_dir=broken_runs", cwd=example, env=ONE_THREAD)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert "status: FAILED" in r.stdout, r.stdout[-3000:]
+    # the other tools on the same project, in-process from its folder (the task module found from the cwd)
+    cwd, path = os.getcwd(), list(sys.path)
+    os.chdir(example)
+    sys.path.insert(0, str(example))
+    try:
+        assert predict.main(["--checkpoint", str(run.parent.parent / "checkpoints" / "latest.pt"), "--n", "2"]) == 0
+        assert health_main([str(run.parent.parent)]) == 0
+        assert check_data.main(["--config", "config.yaml", "--data.train_size=16", "--data.val_size=16"]) == 0
+        assert sweep_main(["sweep.yaml", "--check"]) == 0
+        # the broken variant: a learning rate that saturates the sigmoid head -> one prediction for
+        # every input (trained in-process: one interpreter start less)
+        (example / "broken.yaml").write_text((example / "config.yaml").read_text().replace("lr: 3.0e-3", "lr: 1.0"))
+        assert train.main(["--config", "broken.yaml", *TINY, "--out_dir=broken_runs"]) == 0
+    finally:
+        os.chdir(cwd)
+        sys.path[:] = path
+        for name in [m for m in sys.modules if m == "keypoints" or m.startswith("keypoints.")]:
+            del sys.modules[name]
+
     summary = json.loads(next((example / "broken_runs").glob("keypoints.task.KeypointTask-*/summary.json")).read_text())
     assert summary["health/status"] == "failed"
     assert ("collapse", "predictions") in {(f["detector"], f["subject"]) for f in summary["health/findings"]}
@@ -187,7 +206,7 @@ def test_builtin_references_measure_any_dataset(name, monkeypatch):
     from tests.test_task_contract import TASKS
 
     path, overrides = TASKS[name]
-    cfg = build_config(__import__("runner.config", fromlist=["load_yaml"]).load_yaml(path), overrides)
+    cfg = build_config(load_yaml(path), overrides)
     plain = get_task_class(name)(cfg)
     wrapped = get_task_class(name)(cfg)
     own = type(plain).dataset
@@ -199,3 +218,11 @@ def test_builtin_references_measure_any_dataset(name, monkeypatch):
             assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (k, a[k], b[k])
     a, b = plain.baseline(), wrapped.baseline()
     assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6) for k in a), (a, b)
+
+
+def test_own_task_doc_holds_the_whole_example():
+    doc = (ROOT / "docs" / "own-task.md").read_text()
+    files = [p for p in EXAMPLE.rglob("*") if p.is_file() and p.suffix in (".py", ".yaml") and p.name != "__init__.py"]
+    assert len(files) == 6
+    for p in files:
+        assert p.read_text().rstrip() in doc, f"docs/own-task.md is out of date with {p.relative_to(ROOT)}"

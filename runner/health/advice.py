@@ -32,6 +32,14 @@ ADVICE: dict[str, Advice] = {
             "lower the learning rate (optim.lr / 10)",
             "retrain from scratch: a collapsed checkpoint does not recover by fine-tuning (seed 000)",
         ]),
+    "inputs_constant": Advice(
+        causes=["the inputs themselves do not vary across samples (their spread across the fixed val batch is ~0): "
+                "a data-pipeline bug (constant, zeroed or blank inputs), not the model or the loss"],
+        fixes=["look at the inputs the model gets: python -m runner.check_data --config ... and the overlay images",
+               "check the dataset's __getitem__ and any transform/normalization for a constant or zeroed output"]),
+    "inputs_ignored": Advice(
+        causes=["the inputs vary (spread {spread} across the fixed val batch) but the outputs do not: the model "
+                "ignores its inputs, a loss or optimization problem"]),
     "loss_weighting": Advice(
         causes=[
             "learnable (Kendall) uncertainty weights: each weight follows 1/L of its own term, so a term that "
@@ -82,4 +90,27 @@ ADVICE: dict[str, Advice] = {
                 "learning rate too high (the head saturated)"],
         fixes=["give the head's loss term a non-zero weight", "lower the learning rate",
                "remove the saturating activation or initialise the head's bias sensibly"]),
+    "baseline": Advice(
+        causes=["the outputs vary but do not follow the targets: inputs paired with the wrong targets (a shuffled "
+                "or misaligned label list), targets on the wrong scale or in the wrong units, or a model that has "
+                "not learned yet (too low a learning rate, too few steps)"],
+        fixes=["check that each input's target belongs to it: python -m runner.check_data --config ... and the "
+               "overlay images", "check the targets' scale against what the model predicts (e.g. pixels vs [0, 1])",
+               "a higher learning rate or more epochs if the data is right"]),
+    "class_split": Advice(
+        causes=["a labelling problem in the {split} split: the class is {rates} (class balance measured at "
+                "start), so the splits do not come from one distribution; this is not class imbalance"],
+        fixes=["check how the {split} split's {name} labels are made (a filter, a label map or a join that "
+               "drops the class)", "rebuild the splits from one labelled pool"]),
+    "preprocessing": Advice(
+        causes=["the train and val inputs go through different preprocessing (normalization, scaling to [0, 1] "
+                "vs [0, 255], channel order, resizing)"],
+        fixes=["apply one transform to both splits; compare the two datasets' __getitem__ outputs",
+               "python -m runner.check_data --config ... prints each split's statistics"]),
+    "not_training": Advice(
+        causes=["the optimizer does not step (no optimizer.step(), or a step skipped every time)",
+                "every parameter is frozen (requires_grad False) or not in the optimizer",
+                "gradients are zero everywhere (the loss does not depend on the parameters)"],
+        fixes=["check that the optimizer holds the model's parameters and that they require gradients",
+               "check the loss depends on the model output (grad/total > 0)"]),
 }

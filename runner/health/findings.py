@@ -16,6 +16,7 @@ from runner.config import MonitorConfig
 SEVERITIES = ("note", "warning", "failed")
 RANK = {s: i for i, s in enumerate(SEVERITIES)}
 PROB_THRESHOLD = 0.5  # decision threshold of a probability (as runner/health/stats.py counts positives)
+ALERT_TITLE_MAX = 63  # W&B: alert titles shorter than 64 characters
 TINY = 1e-3  # a std ratio below this is "identical predictions"; growth from below it is noise
 
 
@@ -60,6 +61,14 @@ class Finding:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Finding":
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    def alert_title(self) -> str:
+        """W&B alert title: under 64 characters (W&B's limit) and distinct per detector and subject (an
+        episode alerts once); the numbers go in the text."""
+        head = f"{self.severity.upper()} {self.detector}: "
+        room = ALERT_TITLE_MAX - len(head)
+        subject = self.subject if len(self.subject) <= room else "..." + self.subject[-(room - 3):]
+        return head + subject
 
     def headline(self) -> str:
         return f"[health] {self.severity.upper()} {self.detector} at step {self.step}: {self.title}"

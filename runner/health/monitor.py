@@ -52,6 +52,48 @@ def class_balance(task) -> dict[str, dict[str, float]]:
     return out
 
 
+INPUT_KEYS = ("image", "bev", "input", "inputs", "x")  # the model's input in a sample dict, first match
+
+
+def input_tensor(batch: dict) -> torch.Tensor | None:
+    """The model's input of a collated batch: a float tensor [N, C, ...] under a usual input key."""
+    if not isinstance(batch, dict):
+        return None
+    for k in INPUT_KEYS:
+        x = batch.get(k)
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() >= 2:
+            return x
+    return None
+
+
+def input_spread(x: torch.Tensor) -> torch.Tensor:
+    """std across samples (per element, averaged) / std of all values; 0 when every sample is the same
+    (or everything is zero). A device scalar."""
+    x = x.detach().float().flatten(1)
+    across = x.std(0).mean()
+    overall = x.std()
+    return torch.where(overall > 0, across / overall.clamp_min(1e-30), torch.zeros_like(across))
+
+
+def input_stats(dataset, n: int = 32) -> dict[str, Any] | None:
+    """Per-channel mean, std, min and max and the spread across samples of a dataset's inputs, from `n`
+    evenly spaced samples; None when its samples hold no float input tensor."""
+    try:
+        m = min(n, len(dataset))
+        if m < 2:
+            return None
+        idx = np.linspace(0, len(dataset) - 1, m).round().astype(int)
+        x = input_tensor(default_collate([dataset[int(i)] for i in idx]))
+    except Exception:  # any dataset: a sample that cannot be collated is simply not measured
+        return None
+    if x is None:
+        return None
+    x = x.detach().float()
+    per = x.transpose(0, 1).flatten(1)  # [C, N * ...]
+    return {"mean": per.mean(1).tolist(), "std": per.std(1).tolist(), "min": per.amin(1).tolist(),
+            "max": per.amax(1).tolist(), "spread": float(input_spread(x)), "samples": m}
+
+
 class HealthMonitor(Callback):
     state_key = "health"
 
@@ -66,6 +108,9 @@ class HealthMonitor(Callback):
         self.calls = 0
         self.timings: dict[str, list[float]] = {"fit_start": [], "log": [], "epoch": []}
         self.batch = None
+        self.spread: float | None = None  # input spread of the fixed val batch at the last evaluation
+        self.inputs: dict[str, dict] = {}  # split -> input statistics measured at start
+        self.baseline: dict[str, float] | None = None  # the task's trivial-predictor val metrics, at start
         n = min(cfg.fixed_samples, len(val_dataset)) if val_dataset is not None else 0
         if n >= 2:
             idx = np.linspace(0, len(val_dataset) - 1, n).round().astype(int)
@@ -77,6 +122,22 @@ class HealthMonitor(Callback):
         if not self.balance:
             self.balance = class_balance(trainer.task)
         self.rules.set_class_balance(self.balance)
+        self.rules.set_grad_clip(getattr(trainer, "grad_clip", 0.0))
+        if not self.inputs:
+            for split, loader in (("train", trainer.train_loader), ("val", trainer.val_loader)):
+                st = input_stats(getattr(loader, "dataset", None)) if hasattr(loader, "dataset") else None
+                if st:
+                    self.inputs[split] = st
+        self.rules.set_input_stats(self.inputs)
+        if self.baseline is None:
+            try:
+                self.baseline = dict(trainer.task.baseline() or {})
+            except (NotImplementedError, Exception):  # a task without a usable baseline: the rule stays silent
+                self.baseline = {}
+        self.rules.set_baseline(self.baseline)
+        collapse = self.rules.by_name("collapse")
+        if collapse.start_fixed is None:  # not on resume: the reference is the untrained model
+            collapse.start_fixed = self.fixed_batch_stats(trainer)
         if self.balance:
             parts = [f"{r} {', '.join(f'{pct(v)} of {s}' for s, v in sp.items())}" for r, sp in self.balance.items()]
             self.echo("[health] class balance measured at start: " + "; ".join(parts))
@@ -85,8 +146,10 @@ class HealthMonitor(Callback):
 
     def on_log(self, trainer, step, values):
         t0 = time.perf_counter()
-        new = self.rules.check(step, float(values.get("epoch", trainer.state.epoch)), values)
-        added = self.levels()
+        norm = self.param_norm(trainer)
+        added = {"health/param_norm": norm} if norm is not None else {}
+        new = self.rules.check(step, float(values.get("epoch", trainer.state.epoch)), {**values, **added})
+        added.update(self.levels())
         self.handle(trainer, new)
         self._timed(t0, "log")
         return added
@@ -95,6 +158,8 @@ class HealthMonitor(Callback):
         t0 = time.perf_counter()
         fixed = self.fixed_batch_stats(trainer)
         added = {"health/fixed_std_ratio": fixed} if fixed is not None else {}
+        if self.spread is not None:
+            added["health/fixed_input_spread"] = self.spread
         new = self.rules.evaluation(trainer.state.step, float(epoch), {**metrics, **added})
         added.update(self.levels())
         self.handle(trainer, new)
@@ -136,8 +201,17 @@ class HealthMonitor(Callback):
         return out
 
     @torch.no_grad()
+    def param_norm(self, trainer) -> float | None:
+        """Norm of the parameter vector, on the device: one host read per log interval (not per step)."""
+        params = [p.detach() for p in getattr(trainer, "params", []) if p.numel()]
+        if not params:
+            return None
+        return float(torch.linalg.vector_norm(torch.stack([n.float() for n in torch._foreach_norm(params)])))
+
+    @torch.no_grad()
     def fixed_batch_stats(self, trainer) -> float | None:
         """Spread of the predictions for the fixed val inputs / spread of their targets (one host read)."""
+        self.spread = None
         if self.batch is None:
             return None
         model = trainer.model
@@ -158,7 +232,11 @@ class HealthMonitor(Callback):
             return None
         pstd, tstd = pred.std(0).mean(), target.std(0).mean()
         k = min(3, pred.shape[0])
-        host = torch.cat([torch.stack([pstd, tstd]), pred[:k].flatten(), target[:k].flatten()]).tolist()
+        x = input_tensor(self.batch)
+        spread = input_spread(x.to(pstd.device)) if x is not None else pstd.new_full((), float("nan"))
+        host = torch.cat([torch.stack([pstd, tstd]), pred[:k].flatten(), target[:k].flatten(),
+                          spread.reshape(1).float()]).tolist()
+        self.spread = host[-1] if host[-1] == host[-1] else None
         d = pred.shape[1]
         collapse = self.rules.by_name("collapse")
         collapse.sample_rows = [host[2 + i * d: 2 + (i + 1) * d] for i in range(k)]
@@ -174,7 +252,7 @@ class HealthMonitor(Callback):
             self.echo(f.text())
             if f.severity != "note" and self.alerts < self.cfg.max_alerts:
                 self.alerts += 1
-                self.tracker.alert(title=f"{f.severity.upper()} {f.detector}: {f.title}"[:250], text=f.text(),
+                self.tracker.alert(title=f.alert_title(), text=f.text(),
                                    level="ERROR" if f.severity == "failed" else "WARN")
             if f.severity != "note":
                 self.tracker.add_tags([f"health:{f.detector}"])
@@ -214,9 +292,13 @@ class HealthMonitor(Callback):
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
-        return {**self.rules.state_dict(), "alerts": self.alerts, "balance": self.balance}
+        return {**self.rules.state_dict(), "alerts": self.alerts, "balance": self.balance, "inputs": self.inputs,
+                "baseline": self.baseline}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rules.load_state_dict(state)
         self.alerts = int(state.get("alerts", 0))
         self.balance = {k: dict(v) for k, v in state.get("balance", {}).items()}
+        self.inputs = {k: dict(v) for k, v in (state.get("inputs") or {}).items()}
+        if state.get("baseline") is not None:
+            self.baseline = dict(state["baseline"])

@@ -38,8 +38,10 @@ from runner.health.findings import (PROB_THRESHOLD, TINY, Detector, Finding, His
 class PredictionCollapse(Detector):
     """pred/std_ratio (std of the predictions across samples / std of the targets) below
     `collapse_ratio` and not growing by `growth` per check, for `patience` checks after warm-up.
-    At evaluations the same rule reads val/pred/std_ratio and the fixed validation batch
-    (health/fixed_std_ratio below `identical_ratio`: near-identical predictions for fixed inputs)."""
+    At evaluations the same rule reads val/pred/std_ratio (with the same patience) and the fixed validation
+    batch: health/fixed_std_ratio below `identical_ratio` (identical predictions for different inputs) after
+    the warm-up fails at once. The finding names the cause the evidence supports: the fixed inputs
+    themselves do not vary (health/fixed_input_spread ~0) or they vary and the model ignores them."""
 
     name = "collapse"
     doc = "pred std / target std far below 1 and not recovering; identical predictions on fixed val inputs"
@@ -48,6 +50,7 @@ class PredictionCollapse(Detector):
         super().__init__(cfg, warmup_steps)
         self.prev: dict[str, float] = {}
         self.peak: dict[str, tuple[float, int]] = {}  # key -> (highest ratio so far, its step)
+        self.start_fixed: float | None = None  # the fixed-input spread of the untrained model (monitor, fit start)
         self.sample_rows: list[list[float]] = []  # set by the monitor: fixed-batch predictions, for evidence
         self.target_rows: list[list[float]] = []
 
@@ -97,9 +100,21 @@ class PredictionCollapse(Detector):
             ratio = None  # constant targets: nothing to compare
         low_val = finite(ratio) and self.low("val/pred/std_ratio", ratio, self.cfg.collapse_ratio, step)
         low_fixed = finite(fixed) and self.low("health/fixed_std_ratio", fixed, self.cfg.identical_ratio, step)
-        holds = (low_val or low_fixed) and self.warm(step)
-        s = self.judge("predictions", "val", holds, step, epoch, self.patience("val/pred/std_ratio",
-                                                                               self.cfg.collapse_ratio))
+        # Identical predictions for different inputs, after the warm-up, fail at the first evaluation that shows
+        # them when the evidence says the model will not start spreading them: the inputs do not vary, or the
+        # spread fell below the one the untrained model had at fit start (outputs pulled together). A model
+        # whose outputs have simply not spread yet (still at or above its starting spread) gets the patience.
+        spread = metrics.get("health/fixed_input_spread")
+        start = self.start_fixed
+        now = low_fixed and self.warm(step) and (
+            (finite(spread) and spread < self.cfg.identical_ratio)
+            or (finite(start) and fixed * self.cfg.growth < start))
+        s = self.judge("predictions", "identical", now, step, epoch, 1)
+        identical = finite(fixed) and fixed < self.cfg.identical_ratio
+        if not s:
+            holds = (low_val or low_fixed) and self.warm(step)
+            s = self.judge("predictions", "val", holds, step, epoch, self.patience("val/pred/std_ratio",
+                                                                                   self.cfg.collapse_ratio))
         if not s:
             return []
         parts = []
@@ -113,12 +128,29 @@ class PredictionCollapse(Detector):
             if rows:
                 parts.append("; ".join(f"sample {i}: pred ({', '.join(f'{v:.3f}' for v in r[:4])})"
                                        for i, r in enumerate(rows)))
-        ev = "; ".join(parts) + f" for {s.count} evaluations since epoch {int(s.onset_epoch)}"
-        return [self.finding("failed", "predictions", step, epoch,
-                             f"prediction collapse on validation: identical predictions for different inputs",
-                             ev, self.causes(metrics), ADVICE["collapse"].fixes, s,
+        if finite(fixed) and finite(self.start_fixed):
+            parts.append(f"(the untrained model's spread at fit start was {fmt(self.start_fixed)})")
+        if finite(spread):
+            parts.append(f"the fixed val inputs themselves vary by {fmt(spread)} across the batch (std across "
+                         f"samples / std of all their values)")
+        ev = "; ".join(parts) + f" for {s.count} evaluation{'s' if s.count > 1 else ''} since epoch {int(s.onset_epoch)}"
+        title = ("identical predictions for different val inputs" if identical
+                 else f"val predictions collapsed: pred/std_ratio {fmt(ratio)}")
+        causes, fixes = self.explain(metrics)
+        return [self.finding("failed", "predictions", step, epoch, title, ev, causes, fixes, s,
                              {"val/pred/std_ratio": ratio if finite(ratio) else math.nan,
-                              "health/fixed_std_ratio": fixed if finite(fixed) else math.nan})]
+                              "health/fixed_std_ratio": fixed if finite(fixed) else math.nan,
+                              "health/fixed_input_spread": spread if finite(spread) else math.nan})]
+
+    def explain(self, metrics) -> tuple[list[str], list[str]]:
+        """Which cause the evidence supports: inputs that do not vary, or a model that ignores inputs that do."""
+        spread = metrics.get("health/fixed_input_spread")
+        if finite(spread) and spread < self.cfg.identical_ratio:
+            return ADVICE["inputs_constant"].causes, ADVICE["inputs_constant"].fixes
+        causes = self.causes(metrics)
+        if finite(spread):
+            causes = [ADVICE["inputs_ignored"].causes[0].format(spread=fmt(spread))] + causes
+        return causes, ADVICE["collapse"].fixes
 
     def causes(self, values) -> list[str]:
         if any(keys.is_loss_param(k) for k in values):
@@ -127,11 +159,13 @@ class PredictionCollapse(Detector):
         return ADVICE["collapse"].causes[:2]
 
     def extra_state(self):
-        return {"prev": dict(self.prev), "peak": {k: list(v) for k, v in self.peak.items()}}
+        return {"prev": dict(self.prev), "peak": {k: list(v) for k, v in self.peak.items()},
+                "start_fixed": self.start_fixed}
 
     def load_extra_state(self, state):
         self.prev = dict(state.get("prev", {}))
         self.peak = {k: (float(v[0]), int(v[1])) for k, v in state.get("peak", {}).items()}
+        self.start_fixed = state.get("start_fixed")
 
 
 # ---------------------------------------------------------------- 2. runaway loss weighting
@@ -405,6 +439,13 @@ class RareClass(Detector):
                 ev = (f"val {r} recall {fmt(rec)} for {s.count} evaluations since epoch {int(s.onset_epoch)}; "
                       f"class balance measured at start: {r} is {bal}"
                       + (f"; max predicted {r} probability {fmt(mx)}" if finite(mx) else ""))
+                split = rarer_split(rates)
+                if split:  # present in one split, absent or far rarer in the other: labels, not imbalance
+                    adv = ADVICE["class_split"].format(name=r, split=split, rates=bal)
+                    found.append(self.finding(
+                        "warning", r, step, epoch, f"{r} labels differ between splits: recall {fmt(rec)}", ev,
+                        adv.causes, adv.fixes, s, {key: rec, "positive_rate": p}))
+                    continue
                 fixes = []
                 if finite(p) and 0 < p < 0.5:
                     fixes += ADVICE["rare_class_weight"].format(name=r, weight=(1 - p) / p, rate=pct(p)).fixes
@@ -420,6 +461,16 @@ class RareClass(Detector):
 
     def load_extra_state(self, state):
         self.balance = {k: dict(v) for k, v in state.get("balance", {}).items()}
+
+
+def rarer_split(rates: dict[str, float], factor: float = 4.0) -> str | None:
+    """The split in which a class is absent or `factor` times rarer than in another split, if any: with
+    samples drawn from one distribution the rates of two splits differ by sampling noise only."""
+    if len(rates) < 2:
+        return None
+    lo = min(rates, key=rates.get)
+    hi = max(rates.values())
+    return lo if hi > 0 and rates[lo] * factor < hi else None
 
 
 # ---------------------------------------------------------------- 6. overfitting
@@ -472,8 +523,10 @@ class Overfitting(Detector):
 # ---------------------------------------------------------------- 7. gradient trouble
 
 class GradientTrouble(Detector):
-    """Non-finite loss or gradient norm (read_host drops NaN, so a vanished key counts) at once;
-    grad/total or train/loss above `explode_factor` x its running median; a head whose gradient norm
+    """Non-finite loss or gradient norm (read_host drops NaN, so a vanished key counts) or skipped steps: a
+    warning at once (the engine alone fails a run, after train.nonfinite_patience consecutive skips);
+    the applied gradient norm (grad/total bounded by train.grad_clip) or train/loss above `explode_factor` x
+    its running median for 2 consecutive checks; a head whose gradient norm
     stays below `vanish_ratio` x the largest other head's for `patience` checks after warm-up, if it is
     exactly zero or the head has never had more (a head whose gradient shrank there has converged)."""
 
@@ -487,6 +540,7 @@ class GradientTrouble(Detector):
         self.seen: set[str] = set()
         self.learned: set[str] = set()  # heads that have had a gradient >= vanish_ratio x the largest other's
         self.skipped = 0.0  # the engine's count of skipped non-finite steps (health/nonfinite_steps)
+        self.clip = math.inf  # train.grad_clip (set by the monitor at fit start): the largest norm applied
 
     def check(self, step, epoch, values):
         found = []
@@ -507,10 +561,13 @@ class GradientTrouble(Detector):
                 f"{what} in the interval ending at step {step} (lr {fmt(values.get('lr', math.nan))})",
                 ADVICE["nonfinite"].causes, ADVICE["nonfinite"].fixes,
                 s, {}))
-        # -- explosion (relative to the running median of earlier checks)
+        # -- explosion, relative to the running median of earlier checks. The gradient norm judged is the one
+        # the optimizer applies (min(grad/total, train.grad_clip)): a spike that clipping bounds is not applied.
         spikes = []
         for k in ("grad/total", "train/loss"):
             v = values.get(k)
+            if k == "grad/total" and finite(v):
+                v = min(v, self.clip)
             past = self.hist.get(k)
             if finite(v):
                 if len(past) >= 3:
@@ -518,12 +575,16 @@ class GradientTrouble(Detector):
                     if med > 0 and v > self.cfg.explode_factor * med:
                         spikes.append((k, v, med))
                 self.hist.push(k, v)
-        s = self.judge("explosion", "train", bool(spikes), step, epoch, 1)
+        # 2 consecutive checks, a loss jump with it or not: at batch size 4 one batch with a weighted positive
+        # lifts an interval's loss 100x and the clipped norm to the clip together, in healthy runs
+        s = self.judge("explosion", "train", bool(spikes), step, epoch, 2)
         if s:
             ev = "; ".join(f"{k} {fmt(v)} = {v / med:.0f}x its running median {fmt(med)}" for k, v, med in spikes)
+            clip = f", clipped at {fmt(self.clip)}" if math.isfinite(self.clip) else ""
             found.append(self.finding(
                 "warning", "explosion", step, epoch, "exploding " + " and ".join(k for k, _, _ in spikes),
-                ev + f" at step {step} (lr {fmt(values.get('lr', math.nan))})",
+                ev + f" at step {step}, for {s.count} check{'s' if s.count > 1 else ''} (lr "
+                f"{fmt(values.get('lr', math.nan))}{clip})",
                 ADVICE["explosion"].causes, ADVICE["explosion"].fixes, s, {k: v for k, v, _ in spikes}))
         # -- vanishing heads
         heads = {k[5:]: v for k, v in values.items() if k.startswith("grad/") and k != "grad/total" and finite(v)}
@@ -551,7 +612,7 @@ class GradientTrouble(Detector):
         return found
 
     def extra_state(self):
-        return {"hist": self.hist.state(), "seen": sorted(self.seen), "skipped": self.skipped,
+        return {"hist": self.hist.state(), "seen": sorted(self.seen), "skipped": self.skipped, "clip": self.clip,
                 "learned": sorted(self.learned)}
 
     def load_extra_state(self, state):
@@ -559,10 +620,172 @@ class GradientTrouble(Detector):
         self.seen = set(state.get("seen", []))
         self.learned = set(state.get("learned", []))
         self.skipped = float(state.get("skipped", 0.0))
+        self.clip = float(state.get("clip", math.inf))
+
+
+# ---------------------------------------------------------------- 8. no better than the trivial baseline
+
+def higher_is_better(metric: str) -> bool:
+    return any(metric.endswith(w) for w in ("iou", "recall", "precision", "accuracy", "f1", "dice"))
+
+
+class NoBetterThanBaseline(Detector):
+    """The task's primary validation metric no better than its own trivial baseline (Task.baseline(), the
+    predictor of the mean target) for `eval_patience` consecutive evaluations after the warm-up. The
+    primary metric is the first error of the baseline (a key ending in _error, or the loss): lower is
+    better; a higher-is-better metric (iou, recall ...) is compared the other way."""
+
+    name = "baseline"
+    doc = "the primary val metric no better than the trivial (mean-target) baseline for several evaluations"
+
+    def __init__(self, cfg, warmup_steps=0):
+        super().__init__(cfg, warmup_steps)
+        self.baseline: dict[str, float] = {}  # metric -> trivial predictor's value (set at fit start)
+
+    def primary(self, metrics) -> tuple[str, str, float] | None:
+        """(baseline metric, logged key, baseline value) of the primary metric."""
+        for k, b in self.baseline.items():
+            key = "epoch/val_loss" if k == "loss" else f"val/{k}"
+            if (k.endswith("_error") or k == "loss") and key in metrics and finite(b):
+                return k, key, b
+        return None
+
+    def evaluation(self, step, epoch, metrics):
+        p = self.primary(metrics)
+        if not p or not finite(metrics.get(p[1])):
+            return []
+        k, key, b = p
+        v = metrics[key]
+        hib = higher_is_better(k)
+        holds = (v <= b if hib else v >= b) and self.warm(step)
+        s = self.judge("primary", "val", holds, step, epoch, self.cfg.eval_patience)
+        if not s:
+            return []
+        fixed = metrics.get("health/fixed_std_ratio")
+        spread = (f"; the predictions do vary (fixed val inputs: spread {fmt(fixed)} of the targets'), so they "
+                  f"do not follow the targets" if finite(fixed) and fixed >= self.cfg.identical_ratio else "")
+        ev = (f"{key} {fmt(v)} vs {fmt(b)} for the trivial baseline (mean-target predictor; "
+              f"{'higher' if hib else 'lower'} is better) for {s.count} evaluations since epoch "
+              f"{int(s.onset_epoch)}{spread}")
+        return [self.finding("warning", "primary", step, epoch, f"{key} no better than the trivial baseline", ev,
+                             ADVICE["baseline"].causes, ADVICE["baseline"].fixes, s, {key: v, "baseline": b})]
+
+    def extra_state(self):
+        return {"baseline": dict(self.baseline)}
+
+    def load_extra_state(self, state):
+        self.baseline = {k: float(v) for k, v in state.get("baseline", {}).items()}
+
+
+# ---------------------------------------------------------------- 9. the splits' inputs and labels
+
+class SplitMismatch(Detector):
+    """Measured at start (HealthMonitor: samples of the train and val datasets), reported at the first
+    evaluation, before any metric suffers:
+    - inputs that do not vary across the samples of a split (spread below `identical_ratio`): failed;
+    - per-channel input statistics that differ strongly between train and val (mean difference over 1
+      pooled std, a std ratio over 2, or value ranges that do not overlap): preprocessing mismatch;
+    - a class present in one split and absent or 4x rarer in the other: a labelling problem."""
+
+    name = "data"
+    doc = "inputs constant in a split, train/val preprocessed differently, a class missing from one split"
+
+    def __init__(self, cfg, warmup_steps=0):
+        super().__init__(cfg, warmup_steps)
+        self.inputs: dict[str, dict[str, list[float] | float]] = {}  # split -> input statistics (set at start)
+        self.balance: dict[str, dict[str, float]] = {}
+        self.done = False
+
+    def evaluation(self, step, epoch, metrics):
+        if self.done:
+            return []
+        self.done = True
+        found = []
+        for split, st in self.inputs.items():
+            if finite(st.get("spread")) and st["spread"] < self.cfg.identical_ratio:
+                found.append(self.finding(
+                    "failed", f"{split}_inputs", step, epoch, f"{split} inputs do not vary across samples",
+                    f"{int(st.get('samples', 0))} {split} samples measured at start: spread across samples "
+                    f"{fmt(st['spread'])} (std across samples / std of all values), range "
+                    f"[{fmt(min(st['min']))}, {fmt(max(st['max']))}]",
+                    ADVICE["inputs_constant"].causes, ADVICE["inputs_constant"].fixes, None,
+                    {"spread": st["spread"]}))
+        t, v = self.inputs.get("train"), self.inputs.get("val")
+        varies = all(finite(x.get("spread")) and x["spread"] >= self.cfg.identical_ratio for x in (t or {}, v or {}))
+        if t and v and varies and len(t["mean"]) == len(v["mean"]):  # constant inputs are reported above
+            bad = []
+            for c, (mt, mv, st_, sv, lt, lv, ht, hv) in enumerate(zip(t["mean"], v["mean"], t["std"], v["std"],
+                                                                    t["min"], v["min"], t["max"], v["max"])):
+                pooled = math.sqrt((st_ ** 2 + sv ** 2) / 2)
+                d = abs(mt - mv) / pooled if pooled > 0 else (math.inf if mt != mv else 0.0)
+                ratio = max(st_, sv) / min(st_, sv) if min(st_, sv) > 0 else (1.0 if st_ == sv else math.inf)
+                disjoint = lt > hv or lv > ht
+                if d > 1 or ratio > 2 or disjoint:
+                    bad.append(f"channel {c}: mean {fmt(mt)} vs {fmt(mv)}, std {fmt(st_)} vs {fmt(sv)}, range "
+                               f"[{fmt(lt)}, {fmt(ht)}] vs [{fmt(lv)}, {fmt(hv)}]")
+            if bad:
+                found.append(self.finding(
+                    "warning", "preprocessing", step, epoch, "train and val inputs are preprocessed differently",
+                    "input statistics measured at start, train vs val: " + "; ".join(bad[:4]),
+                    ADVICE["preprocessing"].causes, ADVICE["preprocessing"].fixes, None, {}))
+        for r, rates in self.balance.items():
+            split = rarer_split(rates)
+            if split:
+                bal = ", ".join(f"{pct(x)} of {sp}" for sp, x in rates.items())
+                adv = ADVICE["class_split"].format(name=r, split=split, rates=bal)
+                found.append(self.finding(
+                    "warning", f"{r}_labels", step, epoch, f"{r} is absent or far rarer in {split}",
+                    f"class balance measured at start: {r} is {bal}", adv.causes, adv.fixes, None, {}))
+        for f in found:
+            self.active[f.subject] = 0
+        return found
+
+    def extra_state(self):
+        return {"done": self.done}
+
+    def load_extra_state(self, state):
+        self.done = bool(state.get("done", False))
+
+
+# ---------------------------------------------------------------- 10. not training
+
+class NotTraining(Detector):
+    """The weights do not change between checks at a non-zero learning rate: health/param_norm (the norm
+    of the parameter vector, computed by the monitor on the device once per log interval) exactly equal
+    for 2 consecutive checks with lr > 0. An optimizer that steps changes it at every step."""
+
+    name = "not_training"
+    doc = "the parameter vector does not change between checks although the learning rate is non-zero"
+
+    def __init__(self, cfg, warmup_steps=0):
+        super().__init__(cfg, warmup_steps)
+        self.prev: float | None = None
+
+    def check(self, step, epoch, values):
+        norm, lr = values.get("health/param_norm"), values.get("lr")
+        if not finite(norm):
+            return []
+        prev, self.prev = self.prev, norm
+        holds = prev is not None and norm == prev and finite(lr) and lr > 0
+        s = self.judge("weights", "train", holds, step, epoch, 2)
+        if not s:
+            return []
+        return [self.finding("failed", "weights", step, epoch, "not training: the weights do not change",
+                             f"norm of the parameter vector {fmt(norm)}, identical at {s.count} consecutive checks "
+                             f"since step {s.onset_step}, at lr {fmt(lr)}",
+                             ADVICE["not_training"].causes, ADVICE["not_training"].fixes, s,
+                             {"health/param_norm": norm, "lr": lr})]
+
+    def extra_state(self):
+        return {"prev": self.prev}
+
+    def load_extra_state(self, state):
+        self.prev = state.get("prev")
 
 
 DETECTORS: tuple[type[Detector], ...] = (PredictionCollapse, RunawayWeighting, StuckLoss, SparseCollapse, RareClass,
-                                         Overfitting, GradientTrouble)
+                                         Overfitting, GradientTrouble, NoBetterThanBaseline, SplitMismatch,
+                                         NotTraining)
 
 
 # ---------------------------------------------------------------- the rule set
@@ -580,6 +803,18 @@ class Rules:
 
     def set_class_balance(self, balance: dict[str, dict[str, float]]) -> None:
         self.by_name("rare_class").balance = balance
+        self.by_name("data").balance = balance
+
+    def set_baseline(self, baseline: dict[str, float]) -> None:
+        """The trivial predictor's val metrics (Task.baseline()), measured at fit start."""
+        self.by_name("baseline").baseline = {k: float(v) for k, v in baseline.items()}
+
+    def set_input_stats(self, stats: dict[str, dict]) -> None:
+        """{split: {mean, std, min, max (per channel), spread, samples}} measured at fit start."""
+        self.by_name("data").inputs = stats
+
+    def set_grad_clip(self, clip: float) -> None:
+        self.by_name("gradients").clip = clip if clip and clip > 0 else math.inf
 
     def check(self, step: int, epoch: float, values: dict[str, float]) -> list[Finding]:
         new = [f for d in self.detectors for f in d.check(step, epoch, values)]

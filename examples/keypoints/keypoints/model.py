@@ -13,7 +13,7 @@ class DiscNet(nn.Module):
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
 
         self.features = nn.Sequential(block(1, width), block(width, 2 * width), block(2 * width, 2 * width))
-        # pool=1 is global average pooling: it throws away where the disc is (the broken variant)
+        # pool=1 is global average pooling; larger grids keep where in the image a feature was
         self.pool = nn.AdaptiveAvgPool2d(pool)
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * pool * pool, hidden), nn.ReLU(),
                                   nn.Linear(hidden, 3))

@@ -28,7 +28,7 @@ class DataConfig(Section):
 
 class ModelConfig(Section):
     width: int = Field(16, ge=2)
-    pool: int = Field(4, ge=1)  # 1: global average pooling, which loses the disc's position
+    pool: int = Field(4, ge=1)  # features pooled to pool x pool cells; 1: global average pooling
     hidden: int = Field(64, ge=2)
 
 

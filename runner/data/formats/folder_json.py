@@ -12,7 +12,9 @@ target as a JSON number or list, e.g. for the puzzle task:
 
     {"image": "000000.image.png", "piece": "000000.piece.png", "box": [0.41, 0.62, 0.026, 0.04], "rotation": 2}
 
-Samples are the split folder's *.json files other than layout.json, in name order. Which image
+Samples are the split folder's *.json files other than layout.json and hidden files (`._*` resource
+forks a macOS copy leaves), in name order; keys a sample holds beyond its layout (ids, sources) are
+ignored. Images may be PNG or JPEG, grayscale, RGBA or 16-bit: OpenCV reads each as 8-bit RGB. Which image
 keys and targets (type and shape) a task expects is its `Layout`; layout.json records it so a
 folder written for one task is not read as another. Every problem in a file (bad JSON, a missing
 key or image, a wrong shape, a value the task rejects) is a UserError naming the file.
@@ -144,7 +146,8 @@ class FolderJsonDataset(torch.utils.data.Dataset):
                 raise UserError(f"{meta_path}: this folder holds images {meta.get('images')} and targets "
                                 f"{sorted(meta.get('targets', {}))}, but the task expects images {want['images']} "
                                 f"and targets {sorted(want['targets'])}")
-        self.files = sorted(p for p in self.dir.glob("*.json") if p.name != LAYOUT_FILE)
+        # hidden files are not samples: macOS copies leave `._<name>.json` resource forks beside each file
+        self.files = sorted(p for p in self.dir.glob("*.json") if p.name != LAYOUT_FILE and not p.name.startswith("."))
         if not self.files:
             raise UserError(f"data folder {str(self.dir)!r} holds no sample *.json files")
         self.images: list[dict[str, Path]] = []
