@@ -72,7 +72,9 @@ def input_spread(x: torch.Tensor) -> torch.Tensor:
     x = x.detach().float().flatten(1)
     across = x.std(0).mean()
     overall = x.std()
-    return torch.where(overall > 0, across / overall.clamp_min(1e-30), torch.zeros_like(across))
+    # non-finite inputs are not evidence of constant inputs: nan, which the rules skip
+    none = torch.where(torch.isfinite(overall), torch.zeros_like(across), torch.full_like(across, float("nan")))
+    return torch.where(overall > 0, across / overall.clamp_min(1e-30), none)
 
 
 def input_stats(dataset, n: int = 32) -> dict[str, Any] | None:
@@ -89,6 +91,9 @@ def input_stats(dataset, n: int = 32) -> dict[str, Any] | None:
     if x is None:
         return None
     x = x.detach().float()
+    x = x[torch.isfinite(x.flatten(1)).all(1)]  # a non-finite sample says nothing about the spread
+    if x.shape[0] < 2:
+        return None
     per = x.transpose(0, 1).flatten(1)  # [C, N * ...]
     return {"mean": per.mean(1).tolist(), "std": per.std(1).tolist(), "min": per.amin(1).tolist(),
             "max": per.amax(1).tolist(), "spread": float(input_spread(x)), "samples": m}
