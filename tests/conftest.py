@@ -18,6 +18,9 @@ def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: int = 600
             env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m <module> args...` as a user would run it; returns the finished process."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT), **(env or {})}
+    # a test that ran wandb in this process leaves WANDB_SERVICE set: a child would then log through this
+    # process's W&B service and exit before its run is flushed. A user's command starts its own.
+    full_env.pop("WANDB_SERVICE", None)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
