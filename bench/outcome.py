@@ -6,8 +6,8 @@ before any run of the suite was looked at. It reads a finished run directory (ru
 files: metrics.jsonl, summary.json with the task's trivial baseline/* that runner.train computes on
 the validation split after training) and decides from the final validation outcome:
 
-  worse_than_baseline   the primary validation metric (the first *_error of the task's baseline, or the
-                        loss) is no better than the trivial baseline's (within BASELINE_MARGIN)
+  worse_than_baseline   the task's primary validation metric (PRIMARY: the error a user reads, or IoU for
+                        occupancy) is no better than the trivial baseline's (within BASELINE_MARGIN)
   identical             the final validation predictions do not vary across inputs: their std across
                         the validation set below IDENTICAL x the targets' std (val/pred/std, val/gt/std)
   class_never_predicted a class with validation positives (val/target/<r>_rate > 0) has recall 0
@@ -47,8 +47,18 @@ def read(run_dir: str | Path) -> tuple[list[dict], dict]:
     return evals, json.loads((run_dir / "summary.json").read_text())
 
 
-def primary(summary: dict, last: dict) -> tuple[str, float, float] | None:
-    """(logged key, final value, baseline value) of the primary metric."""
+# The metric a user of each task reads to decide whether the model works (docs/<task>.md), with its
+# trivial baseline (summary baseline/<name>). Occupancy is judged by IoU, not by its loss: a composite
+# focal + dice + mean-matching loss can sit above the constant predictor's while the model segments.
+PRIMARY = {"sequence": "pixel_error", "lanes": "cp_error", "puzzle": "center_error", "occupancy": "iou"}
+
+
+def primary(summary: dict, last: dict, task: str | None = None) -> tuple[str, float, float] | None:
+    """(logged key, final value, baseline value) of the primary metric: the task's (PRIMARY), else the
+    baseline's first error, else its loss."""
+    name = PRIMARY.get(task or "")
+    if name and _finite(last.get(f"val/{name}")) and _finite(summary.get(f"baseline/{name}")):
+        return f"val/{name}", float(last[f"val/{name}"]), float(summary[f"baseline/{name}"])
     for k, b in summary.items():
         if not k.startswith("baseline/"):
             continue
@@ -56,6 +66,17 @@ def primary(summary: dict, last: dict) -> tuple[str, float, float] | None:
         key = "epoch/val_loss" if name == "loss" else f"val/{name}"
         if (name.endswith("_error") or name == "loss") and _finite(last.get(key)) and _finite(b):
             return key, float(last[key]), float(b)
+    return None
+
+
+def task_of(run_dir: str | Path) -> str | None:
+    """The run's task, from the config.yaml runner.train writes beside metrics.jsonl."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        if line.startswith("task:"):
+            return line.split(":", 1)[1].strip().strip("'\"")
     return None
 
 
@@ -74,12 +95,12 @@ def judge(run_dir: str | Path) -> dict[str, Any]:
     if not (_finite(last.get("epoch/val_loss")) and _finite(last.get("epoch/train_loss"))):
         if "nonfinite" not in out["failures"]:
             out["failures"].append("nonfinite")
-    p = primary(summary, last)
+    p = primary(summary, last, task_of(run_dir))
     better = None
     if p:
         key, v, b = p
         hib = higher_is_better(key)
-        scale = abs(b) if b else 1.0
+        scale = abs(b) if b else 1.0  # a baseline of 0 (IoU of the all-empty predictor): the gain is absolute
         gain = (v - b) / scale if hib else (b - v) / scale  # > 0: better than the baseline
         out["evidence"]["primary"] = {"key": key, "value": v, "baseline": b, "gain": gain}
         better = gain

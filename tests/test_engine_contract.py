@@ -115,9 +115,19 @@ class Spy(Callback):
 
 def test_the_last_partial_interval_of_each_epoch_is_logged_and_the_fixed_batch_forwarded_once(tmp_path,
                                                                                              monkeypatch):
+    from runner.config import MonitorConfig
+    from runner.health.monitor import HealthMonitor
+    from runner.tracking import NullTracker
+
     spy = Spy()
     trainer = make_trainer(tmp_path, [spy])  # 10 batches an epoch, a log every 4 steps
     val = trainer.val_loader.dataset
+    # the health monitor reads the trainer's fixed batch: no forward of its own at evaluations
+    monitor = HealthMonitor(MonitorConfig(), NullTracker(tmp_path, "r"), val)
+    trainer.callbacks.append(monitor)
+    seen = []
+    stats = monitor.fixed_batch_stats
+    monkeypatch.setattr(monitor, "fixed_batch_stats", lambda t: seen.append(t.fixed) or stats(t))
     trainer.fixed_source = fixed_batch(val, 3)
     calls = []
     forward = trainer.forward_fixed
@@ -125,7 +135,10 @@ def test_the_last_partial_interval_of_each_epoch_is_logged_and_the_fixed_batch_f
     trainer.fit()
     assert [s for s, _ in spy.logs] == [4, 8, 10, 12, 16, 20]
     assert [e for s, e in spy.logs if s in (10, 20)] == [1.0, 2.0]
-    assert len(calls) == 2  # once per epoch
+    assert len(calls) == 3  # once per epoch, and once at fit start for the untrained model's spread
+    assert seen[0] is None and seen[1] is not None and seen[2] is trainer.fixed  # fit start, epoch 1, epoch 2
+    assert monitor.batch is None  # the monitor keeps no fixed samples of its own
+    assert monitor.rules.by_name("collapse").start_fixed is not None
     fixed = trainer.fixed
     assert isinstance(fixed, FixedBatch) and fixed.view.pred.shape[0] == 3
     assert torch.equal(fixed.batch["image"], torch.stack([val[i]["image"] for i in spread_indices(len(val), 3)]))

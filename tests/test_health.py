@@ -295,21 +295,24 @@ def test_steps_skipped_by_the_trainer_count_as_non_finite():
 
 
 def test_explosion_relative_to_running_median():
-    rows = grads([8.0, 2.0, 1.0, 0.3, 0.25, 0.3, 40.0, 0.3])
+    rows = grads([8.0, 2.0, 1.0, 0.3, 0.25, 0.3, 40.0, 0.3, 0.3])
     assert not fired(feed_checks(Rules(), rows), "gradients")  # one spike without a loss jump: not an alert
     rows[6]["train/loss"] = 30.0  # with a loss jump: one batch of 4 with a weighted positive does this too
     assert not fired(feed_checks(Rules(), rows), "gradients")
-    rows[7].update({"grad/total": 35.0, "train/loss": 25.0})  # both stay up: an explosion
+    # two consecutive checks with both up, then back: measured in a healthy batch-4 run (health suite, seed 0)
+    rows[7].update({"grad/total": 35.0, "train/loss": 25.0})
+    assert not fired(feed_checks(Rules(), rows), "gradients")
+    rows[8].update({"grad/total": 50.0, "train/loss": 40.0})  # still up at the third check: an explosion
     found = fired(feed_checks(Rules(), rows), "gradients")
-    assert [(i, f.subject) for i, f in found] == [(8, "explosion")]
-    assert "x its running median" in found[0][1].evidence
-    persisting = fired(feed_checks(Rules(), grads([0.3, 0.25, 0.3, 0.3, 40.0, 35.0, 0.3])), "gradients")
-    assert [(i, f.subject) for i, f in persisting] == [(6, "explosion")]  # a spike that persists: 2nd check
+    assert [(i, f.subject) for i, f in found] == [(9, "explosion")]
+    assert "x its running median" in found[0][1].evidence and "for 3 checks" in found[0][1].evidence
+    persisting = fired(feed_checks(Rules(), grads([0.3, 0.25, 0.3, 0.3, 40.0, 35.0, 45.0, 0.3])), "gradients")
+    assert [(i, f.subject) for i, f in persisting] == [(7, "explosion")]  # a norm spike that persists
 
 
 def test_a_spike_that_clipping_bounds_is_not_an_explosion():
     """Batch size 2 (run_sequential_attention.sh): pre-clip spikes of a norm that clipping bounds."""
-    rows = grads([1.5, 2.0, 1.2, 1.8, 40.0, 35.0, 1.4, 60.0, 1.1])
+    rows = grads([1.5, 2.0, 1.2, 1.8, 40.0, 35.0, 50.0, 1.4, 60.0, 1.1])
     rules = Rules()
     rules.set_grad_clip(1.0)
     assert not fired(feed_checks(rules, rows), "gradients")
@@ -597,4 +600,17 @@ def test_class_balance_is_measured_from_any_dataset_the_task_is_given():
             return {"done": torch.tensor(done[i])}
 
     task.dataset = lambda split: Plain()
-    assert class_balance(task) == {"done": {"train": 0.25, "val": 0.25}}
+    assert class_balance(task) == ({"done": {"train": 0.25, "val": 0.25}}, {"train": 40.0, "val": 40.0})
+
+
+def test_a_class_rarer_in_one_split_is_a_labelling_problem_only_beyond_sampling_noise():
+    from runner.health.rules import rarer_split
+
+    # 1 positive in 512 train samples, 1 in 64 val samples: 8x rarer, and what one distribution gives
+    assert rarer_split({"train": 1 / 512, "val": 1 / 64}, {"train": 512, "val": 64}) is None
+    # 0 of 400 train samples against 20 of 64 val samples: no sampling noise does that
+    assert rarer_split({"train": 0.0, "val": 20 / 64}, {"train": 400, "val": 64}) == "train"
+    # rates alone (no counts): the ratio decides, as before
+    assert rarer_split({"train": 1 / 512, "val": 1 / 64}) == "train"
+    # close rates are never a labelling problem, however many samples
+    assert rarer_split({"train": 0.03, "val": 0.05}, {"train": 1e6, "val": 1e6}) is None

@@ -96,7 +96,8 @@ ADVICE: dict[str, Advice] = {
                 "not learned yet (too low a learning rate, too few steps)"],
         fixes=["check that each input's target belongs to it: python -m runner.check_data --config ... and the "
                "overlay images", "check the targets' scale against what the model predicts (e.g. pixels vs [0, 1])",
-               "a higher learning rate or more epochs if the data is right"]),
+               "if the data is right: the learning rate (lower it if the training loss jumps or the outputs "
+               "saturate; raise it, or train longer, if the training loss only creeps down)"]),
     "class_split": Advice(
         causes=["a labelling problem in the {split} split: the class is {rates} (class balance measured at "
                 "start), so the splits do not come from one distribution; this is not class imbalance"],

@@ -118,6 +118,7 @@ class Monitor:
         self.reporting = True  # False on DDP ranks other than 0: accumulate and reduce, judge nothing
         self.alerts = 0
         self.balance: dict[str, dict[str, float]] = {}
+        self.samples: dict[str, float] = {}  # split -> samples the class balance was measured on
         self.stats, self.meter = CollapseStats(), Meter()
         self.val_stats, self.val_meter = CollapseStats(keys.VAL), Meter()
         self.train_loss = [0.0, 0.0]  # host-side sum of train/loss x samples over the logged intervals, samples
@@ -265,18 +266,22 @@ class Monitor:
     def table(self) -> str:
         return health_table(self.rules.findings, self.balance)
 
-    def set_class_balance(self, balance: dict[str, dict[str, float]]) -> None:
-        """{class: {split: positive rate}} measured from the data (the rare-class rule reads it)."""
+    def set_class_balance(self, balance: dict[str, dict[str, float]], samples: dict[str, float] | None = None) -> None:
+        """{class: {split: positive rate}} measured from the data (the rare-class rule reads it), and
+        {split: samples measured}: with the counts, a class rarer in one split is called a labelling
+        problem only when sampling noise cannot explain it."""
         self.balance = {k: dict(v) for k, v in balance.items()}
-        self.rules.set_class_balance(self.balance)
+        self.samples = dict(samples or {})
+        self.rules.set_class_balance(self.balance, self.samples)
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
         return {**self.rules.state_dict(), "alerts": self.alerts, "balance": self.balance,
+                "samples": self.samples,
                 "train_loss": list(self.train_loss)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.rules.load_state_dict(dict(state))
         self.alerts = int(state.get("alerts", 0))
-        self.set_class_balance(state.get("balance", {}))
+        self.set_class_balance(state.get("balance", {}), state.get("samples"))
         self.train_loss = [float(x) for x in state.get("train_loss", (0.0, 0.0))]

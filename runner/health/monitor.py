@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from runner.callbacks import Callback
 from runner.config import MonitorConfig
+from runner.data import spread_indices
 from runner.engine import NonFiniteError, move
 from runner.health.advice import ADVICE
 from runner.health.findings import Finding, pct, status_of
@@ -36,20 +37,24 @@ from runner.health.table import health_table
 LEVEL = {"healthy": 0, "warning": 1, "failed": 2}
 
 
-def class_balance(task) -> dict[str, dict[str, float]]:
-    """Positive rates measured from the data at start: {class: {split: rate}} from task.describe_data."""
+def class_balance(task) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Positive rates measured from the data at start, {class: {split: rate}} from task.describe_data, and
+    the samples of each split they describe, {split: n} (describe_data's `samples`)."""
     out: dict[str, dict[str, float]] = {}
+    samples: dict[str, float] = {}
     for split in ("train", "val"):
         try:
             desc = task.describe_data(split) or {}
         except NotImplementedError:
             desc = {}
+        if isinstance(desc.get("samples"), (int, float)) and not isinstance(desc.get("samples"), bool):
+            samples[split] = float(desc["samples"])
         for k, v in desc.items():
             if isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):
                 v = sum(v) / len(v)  # e.g. a rate per lane slot
             if k.endswith("_rate") and isinstance(v, (int, float)) and not isinstance(v, bool):
                 out.setdefault(k[: -len("_rate")], {})[split] = float(v)
-    return out
+    return out, samples
 
 
 INPUT_KEYS = ("image", "bev", "input", "inputs", "x")  # the model's input in a sample dict, first match
@@ -109,6 +114,7 @@ class HealthMonitor(Callback):
         self.rules = Rules(cfg, warm)
         self.alerts = 0
         self.balance: dict[str, dict[str, float]] = {}
+        self.samples: dict[str, float] = {}  # split -> samples the class balance was measured on
         self.seconds = 0.0  # time spent in the monitor's hooks (bench/health_suite.py reports it)
         self.calls = 0
         self.timings: dict[str, list[float]] = {"fit_start": [], "log": [], "epoch": []}
@@ -116,17 +122,17 @@ class HealthMonitor(Callback):
         self.spread: float | None = None  # input spread of the fixed val batch at the last evaluation
         self.inputs: dict[str, dict] = {}  # split -> input statistics measured at start
         self.baseline: dict[str, float] | None = None  # the task's trivial-predictor val metrics, at start
-        n = min(cfg.fixed_samples, len(val_dataset)) if val_dataset is not None else 0
-        if n >= 2:
-            idx = np.linspace(0, len(val_dataset) - 1, n).round().astype(int)
-            self.batch = default_collate([val_dataset[int(i)] for i in idx])
+        self.val_dataset = val_dataset  # the fixed samples' source for a trainer without a fixed batch
 
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer):
         t0 = time.perf_counter()
+        if getattr(trainer, "fixed_source", None) is None and self.val_dataset is not None:
+            idx = spread_indices(len(self.val_dataset), self.cfg.fixed_samples)
+            self.batch = default_collate([self.val_dataset[i] for i in idx]) if len(idx) >= 2 else None
         if not self.balance:
-            self.balance = class_balance(trainer.task)
-        self.rules.set_class_balance(self.balance)
+            self.balance, self.samples = class_balance(trainer.task)
+        self.rules.set_class_balance(self.balance, self.samples)
         self.rules.set_grad_clip(getattr(trainer, "grad_clip", 0.0))
         if not self.inputs:
             for split, loader in (("train", trainer.train_loader), ("val", trainer.val_loader)):
@@ -146,7 +152,8 @@ class HealthMonitor(Callback):
         if self.balance:
             parts = [f"{r} {', '.join(f'{pct(v)} of {s}' for s, v in sp.items())}" for r, sp in self.balance.items()]
             self.echo("[health] class balance measured at start: " + "; ".join(parts))
-        self.tracker.set_summary({"health/status": self.rules.status(), "health/class_balance": self.balance})
+        self.tracker.set_summary({"health/status": self.rules.status(), "health/class_balance": self.balance,
+                                  "health/split_samples": self.samples})
         self._timed(t0, "fit_start")
 
     def on_log(self, trainer, step, values):
@@ -213,12 +220,15 @@ class HealthMonitor(Callback):
             return None
         return float(torch.linalg.vector_norm(torch.stack([n.float() for n in torch._foreach_norm(params)])))
 
-    @torch.no_grad()
-    def fixed_batch_stats(self, trainer) -> float | None:
-        """Spread of the predictions for the fixed val inputs / spread of their targets (one host read)."""
-        self.spread = None
+    def fixed_forward(self, trainer):
+        """(inputs batch, MonitorView) of the fixed validation samples: the trainer's own fixed batch
+        (trainer.fixed, forwarded once per epoch after evaluate(); at fit start, before any epoch, it is
+        forwarded here once), or the monitor's own samples for a trainer that keeps none."""
+        if getattr(trainer, "fixed_source", None) is not None:
+            fixed = trainer.fixed if trainer.fixed is not None else trainer.forward_fixed()
+            return (fixed.batch, fixed.view) if fixed is not None else (None, None)
         if self.batch is None:
-            return None
+            return None, None
         model = trainer.model
         was_training = model.training
         model.eval()
@@ -226,9 +236,17 @@ class HealthMonitor(Callback):
             batch = move(self.batch, trainer.device)
             with trainer.autocast():
                 outputs = trainer.task.forward(model, batch)
-            view = trainer.task.monitor_view(outputs, batch)
+            return batch, trainer.task.monitor_view(outputs, batch)
         finally:
             model.train(was_training)
+
+    @torch.no_grad()
+    def fixed_batch_stats(self, trainer) -> float | None:
+        """Spread of the predictions for the fixed val inputs / spread of their targets (one host read)."""
+        self.spread = None
+        batch, view = self.fixed_forward(trainer)
+        if view is None:
+            return None
         pred, target = view.pred.detach().float().flatten(1), view.target.detach().float().flatten(1)
         if view.mask is not None:  # once per evaluation, so boolean indexing (a host sync) is fine here
             keep = view.mask.reshape(-1).bool()
@@ -237,7 +255,7 @@ class HealthMonitor(Callback):
             return None
         pstd, tstd = pred.std(0).mean(), target.std(0).mean()
         k = min(3, pred.shape[0])
-        x = input_tensor(self.batch)
+        x = input_tensor(batch)
         spread = input_spread(x.to(pstd.device)) if x is not None else pstd.new_full((), float("nan"))
         host = torch.cat([torch.stack([pstd, tstd]), pred[:k].flatten(), target[:k].flatten(),
                           spread.reshape(1).float()]).tolist()
@@ -297,13 +315,15 @@ class HealthMonitor(Callback):
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
-        return {**self.rules.state_dict(), "alerts": self.alerts, "balance": self.balance, "inputs": self.inputs,
+        return {**self.rules.state_dict(), "alerts": self.alerts, "balance": self.balance, "samples": self.samples,
+                "inputs": self.inputs,
                 "baseline": self.baseline}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rules.load_state_dict(state)
         self.alerts = int(state.get("alerts", 0))
         self.balance = {k: dict(v) for k, v in state.get("balance", {}).items()}
+        self.samples = dict(state.get("samples") or {})
         self.inputs = {k: dict(v) for k, v in (state.get("inputs") or {}).items()}
         if state.get("baseline") is not None:
             self.baseline = dict(state["baseline"])

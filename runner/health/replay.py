@@ -18,11 +18,11 @@ def is_evaluation(record: dict[str, Any]) -> bool:
 
 
 def replay(records: Iterable[dict[str, Any]], cfg: MonitorConfig | None = None, warmup_steps: int = 0,
-           balance: dict | None = None) -> Rules:
+           balance: dict | None = None, samples: dict | None = None) -> Rules:
     """Run the rules over logged rows (metrics.jsonl or W&B history), in order."""
     rules = Rules(cfg, warmup_steps)
     if balance:
-        rules.set_class_balance(balance)
+        rules.set_class_balance(balance, samples)
     for r in records:
         step = int(r.get("_step", 0))
         values = {k: v for k, v in r.items() if not k.startswith("_") and not k.startswith("health/")

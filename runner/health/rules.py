@@ -420,6 +420,7 @@ class RareClass(Detector):
     def __init__(self, cfg, warmup_steps=0):
         super().__init__(cfg, warmup_steps)
         self.balance: dict[str, dict[str, float]] = {}  # class -> split -> positive rate (set at fit start)
+        self.samples: dict[str, float] = {}  # split -> samples the rates were measured on
 
     def evaluation(self, step, epoch, metrics):
         found = []
@@ -439,7 +440,7 @@ class RareClass(Detector):
                 ev = (f"val {r} recall {fmt(rec)} for {s.count} evaluations since epoch {int(s.onset_epoch)}; "
                       f"class balance measured at start: {r} is {bal}"
                       + (f"; max predicted {r} probability {fmt(mx)}" if finite(mx) else ""))
-                split = rarer_split(rates)
+                split = rarer_split(rates, self.samples)
                 if split:  # present in one split, absent or far rarer in the other: labels, not imbalance
                     adv = ADVICE["class_split"].format(name=r, split=split, rates=bal)
                     found.append(self.finding(
@@ -463,14 +464,26 @@ class RareClass(Detector):
         self.balance = {k: dict(v) for k, v in state.get("balance", {}).items()}
 
 
-def rarer_split(rates: dict[str, float], factor: float = 4.0) -> str | None:
-    """The split in which a class is absent or `factor` times rarer than in another split, if any: with
-    samples drawn from one distribution the rates of two splits differ by sampling noise only."""
+def rarer_split(rates: dict[str, float], samples: dict[str, float] | None = None, factor: float = 4.0,
+                level: float = 1e-3) -> str | None:
+    """The split in which a class is absent or `factor` times rarer than in another split, if any, and (when
+    the splits' sample counts are known) too much rarer for sampling noise: with both splits drawn from one
+    distribution, the rarer split's count of positives would be at most this low with probability < `level`
+    (Poisson tail at the pooled rate). 1 positive in 512 train samples against 1 in 64 val samples is 4x
+    rarer and entirely noise; 0 in 400 against 20 in 64 is not."""
     if len(rates) < 2:
         return None
     lo = min(rates, key=rates.get)
-    hi = max(rates.values())
-    return lo if hi > 0 and rates[lo] * factor < hi else None
+    hi = max(rates, key=rates.get)
+    if not (rates[hi] > 0 and rates[lo] * factor < rates[hi]):
+        return None
+    n_lo, n_hi = (samples or {}).get(lo), (samples or {}).get(hi)
+    if not (finite(n_lo) and finite(n_hi) and n_lo > 0 and n_hi > 0):
+        return lo
+    k_lo, k_hi = rates[lo] * n_lo, rates[hi] * n_hi
+    lam = (k_lo + k_hi) / (n_lo + n_hi) * n_lo  # positives expected in the rarer split at the pooled rate
+    tail = sum(math.exp(-lam + i * math.log(lam) - math.lgamma(i + 1)) for i in range(int(math.floor(k_lo)) + 1))
+    return lo if tail < level else None
 
 
 # ---------------------------------------------------------------- 6. overfitting
@@ -575,9 +588,10 @@ class GradientTrouble(Detector):
                     if med > 0 and v > self.cfg.explode_factor * med:
                         spikes.append((k, v, med))
                 self.hist.push(k, v)
-        # 2 consecutive checks, a loss jump with it or not: at batch size 4 one batch with a weighted positive
-        # lifts an interval's loss 100x and the clipped norm to the clip together, in healthy runs
-        s = self.judge("explosion", "train", bool(spikes), step, epoch, 2)
+        # `patience` consecutive checks, as every step-level rule: at batch size 4 a few batches with a weighted
+        # positive lift two consecutive intervals' loss 200x and the clipped norm to the clip, in a healthy run
+        # (measured: docs/health.md); a diverging run stays up
+        s = self.judge("explosion", "train", bool(spikes), step, epoch, self.cfg.patience)
         if s:
             ev = "; ".join(f"{k} {fmt(v)} = {v / med:.0f}x its running median {fmt(med)}" for k, v, med in spikes)
             clip = f", clipped at {fmt(self.clip)}" if math.isfinite(self.clip) else ""
@@ -643,11 +657,15 @@ class NoBetterThanBaseline(Detector):
         self.baseline: dict[str, float] = {}  # metric -> trivial predictor's value (set at fit start)
 
     def primary(self, metrics) -> tuple[str, str, float] | None:
-        """(baseline metric, logged key, baseline value) of the primary metric."""
-        for k, b in self.baseline.items():
-            key = "epoch/val_loss" if k == "loss" else f"val/{k}"
-            if (k.endswith("_error") or k == "loss") and key in metrics and finite(b):
-                return k, key, b
+        """(baseline metric, logged key, baseline value) of the primary metric: the baseline's first error,
+        else its IoU, else its loss. A loss is the last resort: a composite loss (focal + dice + mean
+        matching) can sit above the constant predictor's while the model already segments well, so an
+        error or an overlap says what the user will measure."""
+        for want in (lambda k: k.endswith("_error"), lambda k: k == "iou", lambda k: k == "loss"):
+            for k, b in self.baseline.items():
+                key = "epoch/val_loss" if k == "loss" else f"val/{k}"
+                if want(k) and key in metrics and finite(b):
+                    return k, key, b
         return None
 
     def evaluation(self, step, epoch, metrics):
@@ -694,6 +712,7 @@ class SplitMismatch(Detector):
         super().__init__(cfg, warmup_steps)
         self.inputs: dict[str, dict[str, list[float] | float]] = {}  # split -> input statistics (set at start)
         self.balance: dict[str, dict[str, float]] = {}
+        self.samples: dict[str, float] = {}  # split -> samples the class balance was measured on
         self.done = False
 
     def evaluation(self, step, epoch, metrics):
@@ -729,7 +748,7 @@ class SplitMismatch(Detector):
                     "input statistics measured at start, train vs val: " + "; ".join(bad[:4]),
                     ADVICE["preprocessing"].causes, ADVICE["preprocessing"].fixes, None, {}))
         for r, rates in self.balance.items():
-            split = rarer_split(rates)
+            split = rarer_split(rates, self.samples)
             if split:
                 bal = ", ".join(f"{pct(x)} of {sp}" for sp, x in rates.items())
                 adv = ADVICE["class_split"].format(name=r, split=split, rates=bal)
@@ -801,9 +820,11 @@ class Rules:
     def by_name(self, name: str) -> Detector:
         return next(d for d in self.detectors if d.name == name)
 
-    def set_class_balance(self, balance: dict[str, dict[str, float]]) -> None:
-        self.by_name("rare_class").balance = balance
-        self.by_name("data").balance = balance
+    def set_class_balance(self, balance: dict[str, dict[str, float]], samples: dict[str, float] | None = None) -> None:
+        """{class: {split: positive rate}} and {split: samples measured}, from the data at fit start."""
+        for name in ("rare_class", "data"):
+            self.by_name(name).balance = balance
+            self.by_name(name).samples = dict(samples or {})
 
     def set_baseline(self, baseline: dict[str, float]) -> None:
         """The trivial predictor's val metrics (Task.baseline()), measured at fit start."""
