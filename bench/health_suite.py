@@ -350,7 +350,9 @@ def score(sc: Scenario, res: RunResult, use_replay: bool = False) -> dict[str, A
         out["false_positive"] = bool(real) if verdict["healthy"] else None
         return out
     # a run that never evaluated crashed (in these runs: a bench wrapper the task's code path did not accept)
-    out["produced"] = bool(verdict["failures"]) and "no_evaluation" not in verdict["failures"]
+    # (a run stopped on non-finite values before its first evaluation failed by outcome all the same)
+    out["produced"] = bool(verdict["failures"]) and ("no_evaluation" not in verdict["failures"]
+                                                     or "nonfinite" in verdict["failures"])
     out["detected"] = bool(real)
     if not real:
         return out

@@ -26,7 +26,6 @@ sum over the bare step time is the fraction the goal (<= 1% of step time) is abo
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -34,6 +33,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from timing import load_text, quantiles  # noqa: E402  (bench/timing.py)
 
 import torch  # noqa: E402
 from torch.utils.data import default_collate  # noqa: E402
@@ -44,19 +46,6 @@ from runner.health import Monitor  # noqa: E402
 from runner.tasks.sequence import SequenceTask  # noqa: E402
 
 IMAGE_SIZE, WIDTH, UNIQUE = 64, 16, 8  # UNIQUE batches cycled through
-
-
-def quantiles(xs: list[float]) -> tuple[float, float, float]:
-    xs = sorted(xs)
-    if len(xs) < 4:
-        return xs[0], statistics.median(xs), xs[-1]
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return q[0], q[1], q[2]
-
-
-def load_text() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
 class Setup:

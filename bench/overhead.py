@@ -43,6 +43,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from timing import load_text, quantiles  # noqa: E402  (bench/timing.py)
 
 VARIANTS = ("bare", "runner", "lightning")
 EXTRA_VARIANTS = ("bare_wandb",)  # --variants bare bare_wandb runner lightning: W&B's own share
@@ -50,20 +53,6 @@ IMAGE_SIZE, WIDTH, VAL_BATCHES = 64, 16, 2
 
 
 # ---------------------------------------------------------------------------- shared pieces
-def quantiles(xs: list[float]) -> tuple[float, float, float]:
-    """(q25, median, q75); with fewer than 4 values the extremes stand in for the quartiles."""
-    xs = sorted(xs)
-    if len(xs) < 4:
-        return xs[0], statistics.median(xs), xs[-1]
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return q[0], q[1], q[2]
-
-
-def load_text() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1/5/15 min) on {os.cpu_count()} CPUs"
-
-
 def make_config(batch: int, steps: int, epochs: int, out_dir: str, log_every: int | None = None):
     from runner.config import build_config
 

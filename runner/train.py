@@ -112,8 +112,9 @@ def fit(cfg, resume: str | None = None, progress: bool = True, force: bool = Fal
     exit_code, previous = 1, install_signal_handlers(trainer)
     try:
         trainer.fit()
-        if d.main:
-            tracker.set_summary({f"baseline/{k}": v for k, v in task.baseline().items()})
+        if d.main:  # the health monitor measured it at fit start (same val split): not computed twice
+            baseline = monitor.baseline if monitor is not None and monitor.baseline is not None else task.baseline()
+            tracker.set_summary({f"baseline/{k}": v for k, v in baseline.items()})
         exit_code = 0
     except Interrupted as e:
         trainer.state.stop_reason = f"interrupted by {e}"

@@ -58,3 +58,23 @@ def out_dir(tmp_path) -> Path:
     d = tmp_path / "runs"
     d.mkdir()
     return d
+
+
+# Tensor methods that read a value to the host (a device sync on an accelerator)
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
+
+
+def count_host_reads(monkeypatch) -> dict[str, int]:
+    """Count calls of every HOST_READS method of torch.Tensor from now on (monkeypatch.undo() stops it)."""
+    import torch
+
+    counts = {name: 0 for name in HOST_READS}
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _orig=original, _name=name, **k):
+            counts[_name] += 1
+            return _orig(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return counts
+

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, find_wandb_run, run_cli
+from tests.conftest import ROOT
 
 ARGS = ["--config", "configs/sequence_demo.yaml", "--no-progress", "--data.train_size=256", "--data.val_size=63",
         "--data.image_size=48", "--data.radius=2", "--model.width=8", "--train.log_every=2", "--train.epochs=1",

@@ -1,19 +1,14 @@
 """The training step never reads the device: host reads happen once per log interval."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from runner.build import make_loaders, make_optimizer
-from runner.config import load_config
 from runner.engine import Trainer
 from runner.schedules import make_lr_fn
-from runner.tasks import build_task
-from tests.conftest import ROOT
+from tests.conftest import count_host_reads
 from tests.test_task_contract import TASKS, build
-
-import pytest
-
-READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
 
 
 @pytest.mark.parametrize("name", list(TASKS))
@@ -31,14 +26,7 @@ def test_host_reads_happen_once_per_log_interval(monkeypatch, name):
                       device=torch.device("cpu"), epochs=1, log_every=6, progress=False)
     batches = [b for b in train_dl]  # data loading (not the step) may build tensors from numpy
     trainer.train_loader, trainer.sampler = batches, None
-    counts = {name: 0 for name in READS}
-    for name in READS:
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *a, _orig=original, _name=name, **k):
-            counts[_name] += 1
-            return _orig(self, *a, **k)
-        monkeypatch.setattr(torch.Tensor, name, counted)
+    counts = count_host_reads(monkeypatch)
     logs = []
     trainer.callbacks = [type("Spy", (), {"on_log": lambda self, t, step, v: logs.append(step),
                                           **{h: (lambda self, *a: None) for h in

@@ -12,8 +12,7 @@ from runner.health import Monitor
 from runner.health.loop import reduce_accumulators
 from runner.health.stats import CollapseStats
 from runner.meters import Meter
-from tests.conftest import inspect_records
-from tests.test_host_sync import READS
+from tests.conftest import count_host_reads, inspect_records
 
 LOG_EVERY, STEPS, PATIENCE = 5, 60, 3
 
@@ -107,14 +106,7 @@ def test_bad_config_is_one_user_error():
 
 def test_step_never_reads_the_device_and_log_reads_once(monkeypatch):
     monitor = Monitor(run=None, echo=None)
-    counts = {name: 0 for name in READS}
-    for name in READS:
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *a, _orig=original, _name=name, **k):
-            counts[_name] += 1
-            return _orig(self, *a, **k)
-        monkeypatch.setattr(torch.Tensor, name, counted)
+    counts = count_host_reads(monkeypatch)
     torch.manual_seed(0)
     for _ in range(10):
         p = torch.rand(4, 5)

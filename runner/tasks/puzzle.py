@@ -155,7 +155,6 @@ class PuzzleTask(Task):
         }
 
     def draw(self, batch, outputs, i):
-        d = self.cfg.data
         puzzle, scale = viz.upscale(viz.to_rgb_uint8(batch["image"][i]), 256)
         h, w = puzzle.shape[:2]
         size = np.array([w, h, w, h], np.float64)

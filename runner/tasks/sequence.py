@@ -1,7 +1,7 @@
 """sequence (seed 003): image with the first k objects marked -> next object (x, y) + done."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 import cv2
 import numpy as np
