@@ -33,7 +33,7 @@ ADVICE: dict[str, Advice] = {
             "retrain from scratch: a collapsed checkpoint does not recover by fine-tuning (seed 000)",
         ]),
     "inputs_constant": Advice(
-        causes=["the inputs themselves do not vary across samples (their spread across the fixed val batch is ~0): "
+        causes=["the inputs themselves do not vary across samples (their spread across samples is ~0): "
                 "a data-pipeline bug (constant, zeroed or blank inputs), not the model or the loss"],
         fixes=["look at the inputs the model gets: python -m runner.check_data --config ... and the overlay images",
                "check the dataset's __getitem__ and any transform/normalization for a constant or zeroed output"]),
