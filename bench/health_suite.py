@@ -361,8 +361,7 @@ def score(sc: Scenario, res: RunResult, use_replay: bool = False) -> dict[str, A
     # or the first alert names a failure the outcome confirms (identical predictions -> collapse, ...): a run
     # can fail in more than the injected way (rare done at 2% also left the positions identical in some seeds)
     out["outcome_cause"] = out["right_cause"] or any(
-        f.split(":")[0] in OUTCOME_DETECTORS and first["detector"] in OUTCOME_DETECTORS[f.split(":")[0]]
-        for f in verdict["failures"])
+        first["detector"] in OUTCOME_DETECTORS.get(f.split(":")[0], ()) for f in verdict["failures"])
     out["first_finding"] = f"{first['detector']}: {first['title']}"
     rows, evals = load_rows(res.run_dir)
     warmup = warmup_of(res.run_dir)

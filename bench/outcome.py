@@ -3,8 +3,8 @@
 It imports nothing from runner.health and shares no threshold with the monitor (runner/config.py's
 MonitorConfig): its own limits are below, chosen as "clearly" by an engineer reading a finished run,
 before any run of the suite was looked at. It reads a finished run directory (runner/tracking.py's
-files: metrics.jsonl, summary.json with the task's trivial baseline/* that runner.train computes on
-the validation split after training) and decides from the final validation outcome:
+files: metrics.jsonl, summary.json with the task's trivial baseline/* measured on the validation
+split, by the health monitor at fit start or by runner.train after training) and decides from the final validation outcome:
 
   worse_than_baseline   the task's primary validation metric (PRIMARY: the error a user reads, or IoU for
                         occupancy) is no better than the trivial baseline's (within BASELINE_MARGIN)
@@ -22,6 +22,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 BASELINE_MARGIN = 0.02  # "no better": within 2% of the trivial predictor
 HEALTHY_MARGIN = 0.10  # "clearly better": at least 10% better than the trivial predictor
@@ -72,12 +74,7 @@ def primary(summary: dict, last: dict, task: str | None = None) -> tuple[str, fl
 def task_of(run_dir: str | Path) -> str | None:
     """The run's task, from the config.yaml runner.train writes beside metrics.jsonl."""
     path = Path(run_dir) / "config.yaml"
-    if not path.exists():
-        return None
-    for line in path.read_text().splitlines():
-        if line.startswith("task:"):
-            return line.split(":", 1)[1].strip().strip("'\"")
-    return None
+    return (yaml.safe_load(path.read_text()) or {}).get("task") if path.exists() else None
 
 
 def judge(run_dir: str | Path) -> dict[str, Any]:

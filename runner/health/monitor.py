@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch.utils.data import default_collate
 from tqdm import tqdm
@@ -89,8 +88,7 @@ def input_stats(dataset, n: int = 32) -> dict[str, Any] | None:
         m = min(n, len(dataset))
         if m < 2:
             return None
-        idx = np.linspace(0, len(dataset) - 1, m).round().astype(int)
-        x = input_tensor(default_collate([dataset[int(i)] for i in idx]))
+        x = input_tensor(default_collate([dataset[i] for i in spread_indices(len(dataset), m)]))
     except Exception:  # any dataset: a sample that cannot be collated is simply not measured
         return None
     if x is None:

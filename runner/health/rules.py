@@ -469,7 +469,7 @@ def rarer_split(rates: dict[str, float], samples: dict[str, float] | None = None
     """The split in which a class is absent or `factor` times rarer than in another split, if any, and (when
     the splits' sample counts are known) too much rarer for sampling noise: with both splits drawn from one
     distribution, the rarer split's count of positives would be at most this low with probability < `level`
-    (Poisson tail at the pooled rate). 1 positive in 512 train samples against 1 in 64 val samples is 4x
+    (Poisson tail at the pooled rate). 1 positive in 512 train samples against 1 in 64 val samples is 8x
     rarer and entirely noise; 0 in 400 against 20 in 64 is not."""
     if len(rates) < 2:
         return None
@@ -539,7 +539,7 @@ class GradientTrouble(Detector):
     """Non-finite loss or gradient norm (read_host drops NaN, so a vanished key counts) or skipped steps: a
     warning at once (the engine alone fails a run, after train.nonfinite_patience consecutive skips);
     the applied gradient norm (grad/total bounded by train.grad_clip) or train/loss above `explode_factor` x
-    its running median for 2 consecutive checks; a head whose gradient norm
+    its running median for `patience` consecutive checks; a head whose gradient norm
     stays below `vanish_ratio` x the largest other head's for `patience` checks after warm-up, if it is
     exactly zero or the head has never had more (a head whose gradient shrank there has converged)."""
 
