@@ -328,8 +328,7 @@ def replayed_findings(run_dir: str, recorded: list[dict]) -> list[dict]:
     rows, summary, config, _ = read_run(Path(run_dir))
     cfg, warm = rules_config(config)
     last = max((r.get("_step", 0) for r in rows), default=-1)
-    found = [f.to_dict() for f in replay(rows, cfg, warm, summary.get("health/class_balance") or None,
-                                         summary.get("health/split_samples") or None).findings]
+    found = [f.to_dict() for f in replay(rows, cfg, warm, summary=summary).findings]
     return found + [f for f in recorded if f["step"] > last]
 
 

@@ -482,6 +482,22 @@ def test_replay_of_logged_rows_matches_live_rules():
     assert [f.step for f in replay(rows).findings] == [f.step for f in live.findings]
 
 
+
+def test_replay_uses_what_the_monitor_measured_at_start():
+    """The rules that read the monitor's own measurements (parameter norm, input statistics, the trivial
+    baseline) judge a replay as they judged live: the summary carries what was measured at fit start."""
+    rows = [{"_step": i * LOG, "epoch": i / 10, "lr": 1e-3, "train/loss": 1.0 + 0.1 * (i % 2),
+             "health/param_norm": 12.5} for i in range(1, 6)]
+    rows += [{"_step": 6 * LOG, "epoch": float(e), "epoch/val_loss": 1.0, "epoch/train_loss": 1.0,
+              "val/pixel_error": 9.0} for e in (1, 2, 3, 4)]
+    const = {"mean": [0.5], "std": [0.0], "min": [0.5], "max": [0.5], "spread": 0.0, "samples": 32}
+    summary = {"health/input_stats": {"train": const, "val": const}, "baseline/pixel_error": 8.0}
+    without = {(f.detector, f.subject) for f in replay(rows).findings}
+    found = {(f.detector, f.subject) for f in replay(rows, summary=summary).findings}
+    assert ("not_training", "weights") in found and ("not_training", "weights") in without  # logged norm kept
+    assert {("data", "train_inputs"), ("baseline", "primary")} <= found
+    assert not {("data", "train_inputs"), ("baseline", "primary")} & without
+
 # ---------------------------------------------------------------- real runs (CLI, offline W&B read back)
 
 TINY_SEQ = ["--config", "configs/sequence_demo.yaml", "--no-progress", "--data.image_size=32", "--data.min_objects=2",
@@ -506,6 +522,9 @@ def test_collapse_run_alerts_tags_stops_and_marks_checkpoint(out_dir):
     found = {(f["detector"], f["subject"]) for f in summary["health/findings"]}
     assert {("collapse", "predictions"), ("gradients", "point_head")} <= found
     assert summary["health/class_balance"]["done"]["train"] > 0
+    # what the monitor measured at start, for a replay that judges with the same inputs
+    assert summary["health/input_stats"]["val"]["spread"] > 0 and "baseline/pixel_error" in summary
+    assert summary["health/start_fixed_std_ratio"] is not None
 
     wb = find_wandb_run(run_dir)
     records = inspect_records(wb)

@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             if not rows:
                 raise UserError(f"{args.run_dir!r} has no recorded health findings and no logged statistics to replay")
             cfg, warm = rules_config(config)
-            findings = replay(rows, cfg, warm, balance, summary.get("health/split_samples") or None).findings
-            how = f"replayed from {len(rows)} logged rows (the fixed-input check is replayed from its logged ratio); {source}"
+            findings = replay(rows, cfg, warm, summary=summary).findings
+            how = f"replayed from {len(rows)} logged rows and what the monitor measured at start (summary); {source}"
         if args.json:
             print(json.dumps([f.to_dict() for f in findings], indent=1))
         else:

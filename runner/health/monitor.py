@@ -17,6 +17,7 @@ Its state (findings, detector state) is saved in every checkpoint under callback
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable
 
@@ -150,8 +151,13 @@ class HealthMonitor(Callback):
         if self.balance:
             parts = [f"{r} {', '.join(f'{pct(v)} of {s}' for s, v in sp.items())}" for r, sp in self.balance.items()]
             self.echo("[health] class balance measured at start: " + "; ".join(parts))
+        # everything measured here, so that `python -m runner.health RUN_DIR --replay` judges with the same inputs
         self.tracker.set_summary({"health/status": self.rules.status(), "health/class_balance": self.balance,
-                                  "health/split_samples": self.samples})
+                                  "health/split_samples": self.samples, "health/input_stats": self.inputs,
+                                  "health/start_fixed_std_ratio": collapse.start_fixed,
+                                  "health/grad_clip": self.rules.by_name("gradients").clip
+                                  if math.isfinite(self.rules.by_name("gradients").clip) else 0.0,
+                                  **{f"baseline/{k}": v for k, v in self.baseline.items()}})
         self._timed(t0, "fit_start")
 
     def on_log(self, trainer, step, values):
