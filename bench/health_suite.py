@@ -14,7 +14,8 @@ trivial baseline; it imports nothing from runner.health and shares no threshold 
 Healthy runs that do not beat the baseline clearly are reported and left out of the false-positive count
 (they are not known to be healthy). Every bug is present from the start, so the onset is the first
 check (or evaluation) at which any rule may judge (after the warm-up); lag = alert index - onset index,
-in checks for step-level findings and in evaluations for evaluation-level ones. The right cause: the
+in checks for step-level findings and in evaluations for evaluation-level ones. Overfitting starts after
+the run's best validation epoch (outcome.py's overfit_onset), so its lag is counted from there. The right cause: the
 first alert's detector is one the family names.
 
 Seeds from --holdout on (the last seeds) are scored separately as held out.
@@ -371,6 +372,10 @@ def score(sc: Scenario, res: RunResult, use_replay: bool = False) -> dict[str, A
     out["unit"] = "evaluations" if eval_level else "checks"
     out["alert_step"] = first["step"]
     out["lag"] = next((i for i, r in enumerate(seq) if r["_step"] >= first["step"]), len(seq))
+    onset = verdict["evidence"].get("overfit_onset")
+    if eval_level and onset and first["detector"] in OUTCOME_DETECTORS["overfit"]:
+        # overfitting starts after the best epoch (outcome.py): an alert before it has lag 0
+        out["lag"] = max(0, out["lag"] - onset["index"])
     if not eval_level and first["step"] <= warmup:
         out["lag"] = 0
     return out
@@ -535,6 +540,8 @@ def report(scored: list[dict], skipped: list[str], overhead: dict | None, holdou
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="run seeds first-seed .. seeds-1 (held-out seeds run apart, after the rules are final)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default="/tmp/health-suite")
     p.add_argument("--only", nargs="*", help="scenario names")
@@ -566,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [sc for pair in zip(fails, oks) for sc in pair] + fails[len(oks):] + oks[len(fails):]
     scored: list[dict] = []
     if not args.overhead_only:
-        jobs = [(sc, seed) for seed in range(args.seeds) for sc in chosen]
+        jobs = [(sc, seed) for seed in range(args.first_seed, args.seeds) for sc in chosen]
         t0 = time.time()
         if args.score_only:
             jobs = [(sc, seed) for sc, seed in jobs if list((out / sc.name / f"seed{seed}").glob("*/summary.json"))]

@@ -11,7 +11,8 @@ split, by the health monitor at fit start or by runner.train after training) and
   identical             the final validation predictions do not vary across inputs: their std across
                         the validation set below IDENTICAL x the targets' std (val/pred/std, val/gt/std)
   class_never_predicted a class with validation positives (val/target/<r>_rate > 0) has recall 0
-  overfit               final val loss OVERFIT x above its best while train loss fell since that epoch
+  overfit               final val loss OVERFIT x above its best while train loss fell since that epoch;
+                        its onset (evidence "overfit_onset") is the first evaluation after the best one
   nonfinite             the run stopped on non-finite values, or its final losses are not finite
 
 A healthy run beats the baseline by HEALTHY_MARGIN and shows none of these.
@@ -120,5 +121,7 @@ def judge(run_dir: str | Path) -> dict[str, Any]:
         best = min(range(len(vals)), key=vals.__getitem__)
         if vals[-1] > vals[best] + OVERFIT * abs(vals[best]) and trains[-1] < trains[best]:
             out["failures"].append("overfit")
+            # the failure starts after the best epoch: lag is counted from there, not from the first evaluation
+            out["evidence"]["overfit_onset"] = {"index": best + 1, "step": evals[best + 1].get("_step")}
     out["healthy"] = not out["failures"] and better is not None and better >= HEALTHY_MARGIN
     return out

@@ -23,11 +23,11 @@ import torch
 from runner.config import load_config, parse_overrides
 from runner.data import spread_indices
 from runner.errors import UserError, exit_on_user_error
+from runner.health.findings import MOSTLY_EMPTY
 from runner.tasks import build_task
 
 RARE = 0.10  # a per-sample flag positive in fewer samples than this starves its head (seed 003: 3%)
 SPARSE = 0.05  # a grid positive in fewer elements than this is sparse (seed 004: 0.83%)
-MOSTLY_EMPTY = 0.5  # more empty samples than this: the loss learns "empty" (seed 004's UAVScenes note)
 SMALL = 64  # float fields with at most this many values per sample are targets, larger ones inputs
 CATEGORIES = 8  # integer fields with at most this many distinct values are reported as classes
 

@@ -232,6 +232,38 @@ def test_a_class_with_a_recall_metric_is_left_to_the_rare_class_rule():
     assert not fired(feed_checks(again, dip, start=10), "sparse_collapse")  # occupancy's episode is active
 
 
+def occupancy_probs(spreads, means, rate=0.0085, mx=0.04):
+    """Checks of a task whose predictions are the sparse target's own probabilities (pred/mean equals
+    pred/occupancy_mean), as occupancy's monitor view gives."""
+    return [{"pred/std_ratio": r, "pred/std": r * 0.09, "gt/std": 0.09, "pred/mean": m, "pred/min": 0.0,
+             "pred/max": mx, "pred/occupancy_mean": m, "pred/occupancy_max": mx, "pred/occupancy_rate": 0.0,
+             "target/occupancy_rate": rate} for r, m in zip(spreads, means)]
+
+
+def test_collapsed_probabilities_of_a_sparse_target_are_a_sparse_collapse():
+    """seed 004 with a mis-set positive weight (health suite occ_pos_weight): the voxel probabilities stop
+    varying at about the occupancy rate and none reaches 0.5. Their spread collapsed, but the cause is the
+    sparse target's ("predicting empty"): one sparse_collapse finding, no collapse finding."""
+    rows = occupancy_probs([1.0, 0.4, 0.09, 0.04, 0.024, 0.02], [0.47, 0.1, 0.05, 0.015, 0.01, 0.008])
+    found = feed_checks(Rules(), rows)
+    assert [(i, f.detector) for i, f in found] == [(5, "sparse_collapse")]
+    assert "predicted empty everywhere" in found[0][1].title and "do not vary" in found[0][1].evidence
+    # the same spreads when a voxel is predicted positive (max 0.9): the predictions collapsed, not to empty
+    spiky = [{**r, "pred/occupancy_max": 0.9, "pred/max": 0.9} for r in rows]
+    assert [(i, f.detector) for i, f in feed_checks(Rules(), spiky)] == [(5, "collapse")]
+    # healthy occupancy: no voxel above 0.5 yet while the mean sinks toward the rate, spread intact
+    healthy = occupancy_probs([1.1, 1.0, 1.05, 1.0, 1.02, 0.99], [0.4, 0.12, 0.05, 0.03, 0.015, 0.013], mx=0.49)
+    assert not feed_checks(Rules(), healthy)
+
+
+def test_positions_beside_a_done_probability_are_still_judged_by_the_collapse_rule():
+    """The sequence task: pred is the positions (mean ~0.5), done a separate probability: a position collapse
+    is a collapse even while no sample is predicted done."""
+    rows = [{"pred/std_ratio": r, "pred/std": r * 0.3, "gt/std": 0.3, "pred/mean": 0.5, "pred/done_mean": 0.02,
+             "pred/done_max": 0.3, "target/done_rate": 0.05} for r in [0.5, 0.6, 0.004, 0.004, 0.004]]
+    assert [(i, f.detector) for i, f in feed_checks(Rules(), rows)] == [(5, "collapse")]
+
+
 # ---------------------------------------------------------------- 5. rare class never predicted
 
 @pytest.mark.parametrize("recalls, fires_at", [
@@ -377,6 +409,33 @@ def test_class_missing_from_one_split_is_a_labelling_problem():
     same = Rules()
     same.set_class_balance({"done": {"train": 0.03, "val": 0.05}})  # sampling noise, not labels
     assert not fired(feed_evals(same, [{"epoch/val_loss": 1.0}]), "data")
+
+
+def test_data_findings_come_at_the_first_check_before_the_symptoms():
+    """Measured at start, so reported at the first check (before the warm-up ends and before the
+    collapse a constant input causes), once."""
+    rules = Rules(warmup_steps=50)
+    rules.set_input_stats({"train": stats([0.0], [0.0], [0.0], [0.0], spread=0.0),
+                           "val": stats([0.0], [0.0], [0.0], [0.0], spread=0.0)})
+    found = feed_checks(rules, ratios([0.01] * 12))
+    assert [(i, f.detector) for i, f in found][:2] == [(1, "data"), (1, "data")]
+    assert not fired(feed_evals(rules, [{"epoch/val_loss": 1.0}]), "data")  # once
+
+
+def test_labels_empty_in_most_samples_are_a_data_finding():
+    """seed 004's UAVScenes note: most grids came out empty. describe_data's empty_fraction, measured at
+    start, above half of a split's samples is a labelling problem, named at the first check."""
+    rules = Rules()
+    rules.set_class_balance({"occupancy": {"train": 0.0004, "val": 0.0004}}, {"train": 512, "val": 32},
+                            {"train": 0.95, "val": 0.94})
+    found = fired(feed_checks(rules, [{"train/loss": 1.0}]), "data")
+    assert {f.subject for _, f in found} == {"train_labels_empty", "val_labels_empty"}
+    assert "95.0% of train samples have no positive label" in [f.title for _, f in found]
+    assert "labels that came out empty" in found[0][1].causes[0]
+    ok = Rules()
+    ok.set_class_balance({"occupancy": {"train": 0.008, "val": 0.008}}, {"train": 512, "val": 32},
+                         {"train": 0.05, "val": 0.06})
+    assert not fired(feed_checks(ok, [{"train/loss": 1.0}]), "data")
 
 
 def test_preprocessing_mismatch_and_constant_inputs_at_the_first_evaluation():
@@ -622,7 +681,7 @@ def test_class_balance_is_measured_from_any_dataset_the_task_is_given():
             return {"done": torch.tensor(done[i])}
 
     task.dataset = lambda split: Plain()
-    assert class_balance(task) == ({"done": {"train": 0.25, "val": 0.25}}, {"train": 40.0, "val": 40.0})
+    assert class_balance(task) == ({"done": {"train": 0.25, "val": 0.25}}, {"train": 40.0, "val": 40.0}, {})
 
 
 def test_a_class_rarer_in_one_split_is_a_labelling_problem_only_beyond_sampling_noise():

@@ -103,6 +103,11 @@ ADVICE: dict[str, Advice] = {
                 "start), so the splits do not come from one distribution; this is not class imbalance"],
         fixes=["check how the {split} split's {name} labels are made (a filter, a label map or a join that "
                "drops the class)", "rebuild the splits from one labelled pool"]),
+    "mostly_empty": Advice(
+        causes=["{fraction} of the {split} samples have no positive element: labels that came out empty (seed 004: "
+                "most UAVScenes grids were empty after pose-only alignment); the loss learns to predict empty"],
+        fixes=["check how the labels are made (alignment, voxelization, a filter): python -m runner.check_data "
+               "--config ... counts the empty samples", "leave the empty samples out, or sample the others more often"]),
     "preprocessing": Advice(
         causes=["the train and val inputs go through different preprocessing (normalization, scaling to [0, 1] "
                 "vs [0, 255], channel order, resizing)"],

@@ -119,6 +119,7 @@ class Monitor:
         self.alerts = 0
         self.balance: dict[str, dict[str, float]] = {}
         self.samples: dict[str, float] = {}  # split -> samples the class balance was measured on
+        self.empty: dict[str, float] = {}  # split -> fraction of samples with no positive element
         self.stats, self.meter = CollapseStats(), Meter()
         self.val_stats, self.val_meter = CollapseStats(keys.VAL), Meter()
         self.train_loss = [0.0, 0.0]  # host-side sum of train/loss x samples over the logged intervals, samples
@@ -266,22 +267,25 @@ class Monitor:
     def table(self) -> str:
         return health_table(self.rules.findings, self.balance)
 
-    def set_class_balance(self, balance: dict[str, dict[str, float]], samples: dict[str, float] | None = None) -> None:
-        """{class: {split: positive rate}} measured from the data (the rare-class rule reads it), and
+    def set_class_balance(self, balance: dict[str, dict[str, float]], samples: dict[str, float] | None = None,
+                          empty: dict[str, float] | None = None) -> None:
+        """{class: {split: positive rate}} measured from the data (the rare-class rule reads it),
         {split: samples measured}: with the counts, a class rarer in one split is called a labelling
-        problem only when sampling noise cannot explain it."""
+        problem only when sampling noise cannot explain it; and {split: fraction of samples without any
+        positive element}: most samples empty is a labelling problem (the data rule)."""
         self.balance = {k: dict(v) for k, v in balance.items()}
         self.samples = dict(samples or {})
-        self.rules.set_class_balance(self.balance, self.samples)
+        self.empty = dict(empty or {})
+        self.rules.set_class_balance(self.balance, self.samples, self.empty)
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
         return {**self.rules.state_dict(), "alerts": self.alerts, "balance": self.balance,
-                "samples": self.samples,
+                "samples": self.samples, "empty": self.empty,
                 "train_loss": list(self.train_loss)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.rules.load_state_dict(dict(state))
         self.alerts = int(state.get("alerts", 0))
-        self.set_class_balance(state.get("balance", {}), state.get("samples"))
+        self.set_class_balance(state.get("balance", {}), state.get("samples"), state.get("empty"))
         self.train_loss = [float(x) for x in state.get("train_loss", (0.0, 0.0))]

@@ -37,11 +37,13 @@ from runner.health.table import health_table
 LEVEL = {"healthy": 0, "warning": 1, "failed": 2}
 
 
-def class_balance(task) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Positive rates measured from the data at start, {class: {split: rate}} from task.describe_data, and
-    the samples of each split they describe, {split: n} (describe_data's `samples`)."""
+def class_balance(task) -> tuple[dict[str, dict[str, float]], dict[str, float], dict[str, float]]:
+    """Positive rates measured from the data at start, {class: {split: rate}} from task.describe_data, the
+    samples of each split they describe, {split: n} (describe_data's `samples`), and the fraction of each
+    split's samples with no positive element at all, {split: fraction} (describe_data's `empty_fraction`)."""
     out: dict[str, dict[str, float]] = {}
     samples: dict[str, float] = {}
+    empty: dict[str, float] = {}
     for split in ("train", "val"):
         try:
             desc = task.describe_data(split) or {}
@@ -49,12 +51,14 @@ def class_balance(task) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
             desc = {}
         if isinstance(desc.get("samples"), (int, float)) and not isinstance(desc.get("samples"), bool):
             samples[split] = float(desc["samples"])
+        if isinstance(desc.get("empty_fraction"), (int, float)) and not isinstance(desc["empty_fraction"], bool):
+            empty[split] = float(desc["empty_fraction"])
         for k, v in desc.items():
             if isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):
                 v = sum(v) / len(v)  # e.g. a rate per lane slot
             if k.endswith("_rate") and isinstance(v, (int, float)) and not isinstance(v, bool):
                 out.setdefault(k[: -len("_rate")], {})[split] = float(v)
-    return out, samples
+    return out, samples, empty
 
 
 INPUT_KEYS = ("image", "bev", "input", "inputs", "x")  # the model's input in a sample dict, first match
@@ -114,6 +118,7 @@ class HealthMonitor(Callback):
         self.alerts = 0
         self.balance: dict[str, dict[str, float]] = {}
         self.samples: dict[str, float] = {}  # split -> samples the class balance was measured on
+        self.empty: dict[str, float] = {}  # split -> fraction of samples with no positive element
         self.seconds = 0.0  # time spent in the monitor's hooks (bench/health_suite.py reports it)
         self.calls = 0
         self.timings: dict[str, list[float]] = {"fit_start": [], "log": [], "epoch": []}
@@ -130,8 +135,8 @@ class HealthMonitor(Callback):
             idx = spread_indices(len(self.val_dataset), self.cfg.fixed_samples)
             self.batch = default_collate([self.val_dataset[i] for i in idx]) if len(idx) >= 2 else None
         if not self.balance:
-            self.balance, self.samples = class_balance(trainer.task)
-        self.rules.set_class_balance(self.balance, self.samples)
+            self.balance, self.samples, self.empty = class_balance(trainer.task)
+        self.rules.set_class_balance(self.balance, self.samples, self.empty)
         self.rules.set_grad_clip(getattr(trainer, "grad_clip", 0.0))
         if not self.inputs:
             for split, loader in (("train", trainer.train_loader), ("val", trainer.val_loader)):
@@ -153,7 +158,8 @@ class HealthMonitor(Callback):
             self.echo("[health] class balance measured at start: " + "; ".join(parts))
         # everything measured here, so that `python -m runner.health RUN_DIR --replay` judges with the same inputs
         self.tracker.set_summary({"health/status": self.rules.status(), "health/class_balance": self.balance,
-                                  "health/split_samples": self.samples, "health/input_stats": self.inputs,
+                                  "health/split_samples": self.samples, "health/empty_fraction": self.empty,
+                                  "health/input_stats": self.inputs,
                                   "health/start_fixed_std_ratio": collapse.start_fixed,
                                   "health/grad_clip": self.rules.by_name("gradients").clip
                                   if math.isfinite(self.rules.by_name("gradients").clip) else 0.0,
@@ -320,7 +326,7 @@ class HealthMonitor(Callback):
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
         return {**self.rules.state_dict(), "alerts": self.alerts, "balance": self.balance, "samples": self.samples,
-                "inputs": self.inputs,
+                "empty": self.empty, "inputs": self.inputs,
                 "baseline": self.baseline}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -328,6 +334,7 @@ class HealthMonitor(Callback):
         self.alerts = int(state.get("alerts", 0))
         self.balance = {k: dict(v) for k, v in state.get("balance", {}).items()}
         self.samples = dict(state.get("samples") or {})
+        self.empty = dict(state.get("empty") or {})
         self.inputs = {k: dict(v) for k, v in (state.get("inputs") or {}).items()}
         if state.get("baseline") is not None:
             self.baseline = dict(state["baseline"])

@@ -31,8 +31,8 @@ def replay(records: Iterable[dict[str, Any]], cfg: MonitorConfig | None = None, 
     summary = summary or {}
     balance = balance or summary.get("health/class_balance")
     samples = samples or summary.get("health/split_samples")
-    if balance:
-        rules.set_class_balance(balance, samples)
+    if balance or summary.get("health/empty_fraction"):
+        rules.set_class_balance(balance or {}, samples, summary.get("health/empty_fraction"))
     if summary.get("health/input_stats"):
         rules.set_input_stats(summary["health/input_stats"])
     baseline = {k[len("baseline/"):]: v for k, v in summary.items() if k.startswith("baseline/")

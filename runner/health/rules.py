@@ -27,7 +27,7 @@ from runner import keys
 from runner.config import MonitorConfig
 from runner.keys import WEIGHT_PATTERNS, term_key
 from runner.health.advice import ADVICE
-from runner.health.findings import (PROB_THRESHOLD, TINY, Detector, Finding, History, Streak, finite, fmt, pct,
+from runner.health.findings import (MOSTLY_EMPTY, PROB_THRESHOLD, TINY, Detector, Finding, History, Streak, finite, fmt, pct,
                                     status_of)
 
 
@@ -81,7 +81,8 @@ class PredictionCollapse(Detector):
         if not finite(ratio) or values.get("gt/std", 1.0) < 1e-8:  # constant targets: nothing to compare
             return []
         key, limit = "pred/std_ratio", self.cfg.collapse_ratio
-        holds = self.low(key, ratio, limit, step) and self.warm(step)
+        # probabilities of a sparse target that collapsed with none predicted positive: the sparse rule's
+        holds = self.low(key, ratio, limit, step) and self.warm(step) and predicted_empty(values) is None
         s = self.judge("predictions", "train", holds, step, epoch, self.patience(key, limit))
         if not s:
             return []
@@ -337,6 +338,21 @@ def rate_names(values: dict[str, float], prefix: str = "") -> list[str]:
     return [m.group(1) for k in values if (m := pat.match(k))]
 
 
+def predicted_empty(values: dict[str, float]) -> str | None:
+    """The sparse target r whose probabilities are the predictions themselves (pred/mean equals pred/<r>_mean
+    to 10%: occupancy's voxel probabilities, not the sequence task's positions beside its done probability)
+    and of which no element reaches the decision threshold although positives exist (pred/<r>_max < 0.5).
+    Predictions that collapse there have collapsed to "empty": the sparse-target rule's finding, whose causes
+    (the loss prefers predicting empty) are the ones that apply."""
+    mean = values.get("pred/mean")
+    for r in rate_names(values):
+        m, mx, t = values.get(f"pred/{r}_mean"), values.get(f"pred/{r}_max"), values.get(f"target/{r}_rate")
+        if (finite(mean) and finite(m) and finite(mx) and finite(t) and t > 0 and mx < PROB_THRESHOLD
+                and abs(mean - m) <= 0.1 * max(abs(m), 1e-12)):
+            return r
+    return None
+
+
 
 
 class SparseCollapse(Detector):
@@ -365,17 +381,24 @@ class SparseCollapse(Detector):
             prev = self.prev.get(r)
             self.prev[r] = m
             recovering = prev is not None and m >= self.cfg.growth * max(prev, 1e-12)
-            holds = t > 0 and m < self.cfg.sparse_ratio * t and not recovering and self.warm(step)
+            sunk = m < self.cfg.sparse_ratio * t
+            # or: the predictions are r's probabilities, they do not vary across samples, none reaches 0.5
+            ratio = values.get("pred/std_ratio")
+            flat = predicted_empty(values) == r and finite(ratio) and ratio < self.cfg.collapse_ratio
+            holds = t > 0 and (sunk or flat) and not recovering and self.warm(step)
             s = self.judge(r, "train", holds, step, epoch, self.cfg.patience)
             if s:
                 mx, pr = values.get(f"pred/{r}_max", math.nan), values.get(f"pred/{r}_rate", math.nan)
-                ev = (f"pred {r} mean {fmt(m)} vs target {r} rate {pct(t)} (ratio {fmt(m / t)} < "
-                      f"{self.cfg.sparse_ratio}); predicted positive rate {pct(pr) if finite(pr) else '?'}, "
-                      f"max probability {fmt(mx)}"
+                ev = (f"pred {r} mean {fmt(m)} vs target {r} rate {pct(t)} (ratio {fmt(m / t)}"
+                      + (f" < {self.cfg.sparse_ratio}" if sunk else "") + "); "
+                      + (f"the probabilities do not vary across samples (pred/std_ratio {fmt(ratio)} < "
+                         f"{self.cfg.collapse_ratio}); " if flat else "")
+                      + f"predicted positive rate {pct(pr) if finite(pr) else '?'}, max probability {fmt(mx)}"
                       + (f" (never reaches {PROB_THRESHOLD})" if finite(mx) and mx < PROB_THRESHOLD else "")
                       + f", for {s.count} checks since step {s.onset_step}")
-                found.append(self.finding("failed", r, step, epoch,
-                                          f"sparse-target collapse: {r} predicted {fmt(m / t)}x its true rate",
+                title = (f"sparse-target collapse: {r} predicted {fmt(m / t)}x its true rate" if sunk
+                         else f"sparse-target collapse: {r} predicted empty everywhere")
+                found.append(self.finding("failed", r, step, epoch, title,
                                           ev, ADVICE["sparse_collapse"].causes, ADVICE["sparse_collapse"].fixes, s,
                                           {f"pred/{r}_mean": m, f"target/{r}_rate": t}))
         return found
@@ -707,11 +730,13 @@ class NoBetterThanBaseline(Detector):
 
 class SplitMismatch(Detector):
     """Measured at start (HealthMonitor: samples of the train and val datasets), reported at the first
-    evaluation, before any metric suffers:
+    check or evaluation, whichever comes first, before any metric suffers (and before the step-level rules
+    see the symptoms the data causes: a model fed constant inputs also collapses):
     - inputs that do not vary across the samples of a split (spread below `identical_ratio`): failed;
     - per-channel input statistics that differ strongly between train and val (mean difference over 1
       pooled std, a std ratio over 2, or value ranges that do not overlap): preprocessing mismatch;
-    - a class present in one split and absent or 4x rarer in the other: a labelling problem."""
+    - a class present in one split and absent or 4x rarer in the other: a labelling problem;
+    - most of a split's samples without any positive element (empty labels): the loss will learn "empty"."""
 
     name = "data"
     doc = "inputs constant in a split, train/val preprocessed differently, a class missing from one split"
@@ -721,9 +746,16 @@ class SplitMismatch(Detector):
         self.inputs: dict[str, dict[str, list[float] | float]] = {}  # split -> input statistics (set at start)
         self.balance: dict[str, dict[str, float]] = {}
         self.samples: dict[str, float] = {}  # split -> samples the class balance was measured on
+        self.empty: dict[str, float] = {}  # split -> fraction of samples with no positive element
         self.done = False
 
+    def check(self, step, epoch, values):
+        return self.report(step, epoch)
+
     def evaluation(self, step, epoch, metrics):
+        return self.report(step, epoch)
+
+    def report(self, step, epoch):
         if self.done:
             return []
         self.done = True
@@ -763,6 +795,15 @@ class SplitMismatch(Detector):
                 found.append(self.finding(
                     "warning", f"{r}_labels", step, epoch, f"{r} is absent or far rarer in {split}",
                     f"class balance measured at start: {r} is {bal}", adv.causes, adv.fixes, None, {}))
+        for split, frac in self.empty.items():
+            if finite(frac) and frac > MOSTLY_EMPTY:
+                adv = ADVICE["mostly_empty"].format(split=split, fraction=pct(frac))
+                found.append(self.finding(
+                    "warning", f"{split}_labels_empty", step, epoch,
+                    f"{pct(frac)} of {split} samples have no positive label",
+                    f"measured at start: {pct(frac)} of {int(self.samples.get(split, 0)) or 'the'} {split} samples "
+                    f"have no positive element (more than {pct(MOSTLY_EMPTY)})", adv.causes, adv.fixes, None,
+                    {"empty_fraction": frac}))
         for f in found:
             self.active[f.subject] = 0
         return found
@@ -828,11 +869,14 @@ class Rules:
     def by_name(self, name: str) -> Detector:
         return next(d for d in self.detectors if d.name == name)
 
-    def set_class_balance(self, balance: dict[str, dict[str, float]], samples: dict[str, float] | None = None) -> None:
-        """{class: {split: positive rate}} and {split: samples measured}, from the data at fit start."""
+    def set_class_balance(self, balance: dict[str, dict[str, float]], samples: dict[str, float] | None = None,
+                          empty: dict[str, float] | None = None) -> None:
+        """{class: {split: positive rate}}, {split: samples measured} and {split: fraction of samples without
+        any positive element}, from the data at fit start."""
         for name in ("rare_class", "data"):
             self.by_name(name).balance = balance
             self.by_name(name).samples = dict(samples or {})
+        self.by_name("data").empty = dict(empty or {})
 
     def set_baseline(self, baseline: dict[str, float]) -> None:
         """The trivial predictor's val metrics (Task.baseline()), measured at fit start."""
