@@ -40,6 +40,13 @@ ADVICE: dict[str, Advice] = {
     "inputs_ignored": Advice(
         causes=["the inputs vary (spread {spread} across the fixed val batch) but the outputs do not: the model "
                 "ignores its inputs, a loss or optimization problem"]),
+    "mean_target": Advice(
+        causes=["every input gets about the average target (the mean prediction is {gap} target std from the "
+                "targets' mean): the answer a loss gives when the inputs carry no information about the targets: "
+                "inputs paired with the wrong targets (a shuffled or misaligned label list, an augmentation applied "
+                "to the image but not to its labels), or inputs that do not reach the model"],
+        fixes=["check that each input's target belongs to it: python -m runner.check_data --config ... and the "
+               "overlay images"]),
     "loss_weighting": Advice(
         causes=[
             "learnable (Kendall) uncertainty weights: each weight follows 1/L of its own term, so a term that "

@@ -55,6 +55,7 @@ class Finding:
     onset_step: int = 0  # step at which the condition began to hold
     checks: int = 1  # consecutive checks (or evaluations) the condition held when it fired
     values: dict[str, float] = field(default_factory=dict)
+    cause: str = ""  # the cause the evidence supports: a key of runner/health/advice.py's ADVICE (or the detector)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,11 +151,13 @@ class Detector:
         return 1 if any(s.count for s in self.streaks.values()) else 0
 
     def finding(self, severity: str, subject: str, step: int, epoch: float, title: str, evidence: str,
-                causes: list[str], fixes: list[str], streak: Streak | None, values: dict[str, float]) -> Finding:
+                causes: list[str], fixes: list[str], streak: Streak | None, values: dict[str, float],
+                cause: str | None = None) -> Finding:
         return Finding(detector=self.name, severity=severity, subject=subject, step=step, epoch=round(epoch, 3),
                        title=title, evidence=evidence, causes=causes, fixes=fixes,
                        onset_step=streak.onset_step if streak else step, checks=streak.count if streak else 1,
-                       values={k: float(v) for k, v in values.items() if isinstance(v, (int, float))})
+                       values={k: float(v) for k, v in values.items() if isinstance(v, (int, float))},
+                       cause=cause or self.name)
 
     # -- checkpoint state (plain containers only: loads with weights_only=True)
     def state_dict(self) -> dict[str, Any]:

@@ -33,6 +33,11 @@ from runner.health.findings import (MOSTLY_EMPTY, PROB_THRESHOLD, TINY, Detector
 
 # ---------------------------------------------------------------- 1. prediction collapse
 
+# a collapsed model whose mean prediction is within this many target stds of the targets' mean predicts the
+# average target: the constant a regression loss prefers when the inputs tell it nothing about the targets
+# (a model collapsed to a corner box or a saturated head sits a target std or more away)
+MEAN_GAP = 0.25
+
 
 
 class PredictionCollapse(Detector):
@@ -41,7 +46,9 @@ class PredictionCollapse(Detector):
     At evaluations the same rule reads val/pred/std_ratio (with the same patience) and the fixed validation
     batch: health/fixed_std_ratio below `identical_ratio` (identical predictions for different inputs) after
     the warm-up fails at once. The finding names the cause the evidence supports: the fixed inputs
-    themselves do not vary (health/fixed_input_spread ~0) or they vary and the model ignores them."""
+    themselves do not vary (health/fixed_input_spread ~0); every input gets about the average target
+    (pred/mean_gap below MEAN_GAP: what a loss does when the inputs carry no information about the targets,
+    e.g. inputs paired with the wrong targets); or the inputs vary and the model ignores them."""
 
     name = "collapse"
     doc = "pred std / target std far below 1 and not recovering; identical predictions on fixed val inputs"
@@ -49,6 +56,7 @@ class PredictionCollapse(Detector):
     def __init__(self, cfg, warmup_steps=0):
         super().__init__(cfg, warmup_steps)
         self.prev: dict[str, float] = {}
+        self.recent = History(cfg.patience)  # key -> the last `patience` ratios
         self.peak: dict[str, tuple[float, int]] = {}  # key -> (highest ratio so far, its step)
         self.start_fixed: float | None = None  # the fixed-input spread of the untrained model (monitor, fit start)
         self.sample_rows: list[list[float]] = []  # set by the monitor: fixed-batch predictions, for evidence
@@ -58,6 +66,7 @@ class PredictionCollapse(Detector):
         """Below the limit and not recovering (growth from below TINY is noise, not recovery)."""
         prev = self.prev.get(key)
         self.prev[key] = ratio
+        self.recent.push(key, ratio)
         if ratio > self.peak.get(key, (-1.0, 0))[0]:
             self.peak[key] = (ratio, step)
         if ratio >= limit:
@@ -66,11 +75,17 @@ class PredictionCollapse(Detector):
         return not recovering
 
     def patience(self, key: str, limit: float) -> int:
-        """A model that has never spread its predictions may still be starting: twice the patience.
-        One whose predictions spread and then fell together has collapsed: the plain patience.
-        (A warning at the plain patience for the first case was measured: it alerted in healthy runs
-        whose predictions took 4-8 checks after the warm-up to spread; docs/health.md.)"""
-        return self.cfg.patience if self.peak.get(key, (0.0, 0))[0] >= limit else 2 * self.cfg.patience
+        """One whose predictions spread and then fell together has collapsed: the plain patience. A model that
+        has never spread its predictions may still be starting: twice the patience while its spread grows
+        at all, the plain patience when it has not grown over the last `patience` checks (flat or falling:
+        nothing says it is starting). (A finding at the plain patience for every never-spread model was
+        measured: it alerted in healthy runs whose predictions grew slowly for 4-8 checks after the warm-up
+        before they spread; docs/health.md.)"""
+        if self.peak.get(key, (0.0, 0))[0] >= limit:
+            return self.cfg.patience
+        last = self.recent.get(key)
+        grows = len(last) < self.cfg.patience or last[-1] > last[0]
+        return 2 * self.cfg.patience if grows else self.cfg.patience
 
     def history(self, key: str, limit: float) -> str:
         peak, at = self.peak.get(key, (0.0, 0))
@@ -90,9 +105,13 @@ class PredictionCollapse(Detector):
               f"(ratio {fmt(ratio)} < {limit}) for {s.count} checks since step {s.onset_step} "
               f"({self.history(key, limit)}); "
               f"pred range [{fmt(values.get('pred/min', math.nan))}, {fmt(values.get('pred/max', math.nan))}]")
+        gap = values.get("pred/mean_gap")
+        if finite(gap):
+            ev += f"; pred mean {fmt(gap)} target std from the targets' mean"
+        causes, fixes, cause = self.explain(values)
         return [self.finding("failed", "predictions", step, epoch,
-                             f"prediction collapse: pred/std_ratio {fmt(ratio)}", ev, self.causes(values),
-                             ADVICE["collapse"].fixes, s, {"pred/std_ratio": ratio})]
+                             f"prediction collapse: pred/std_ratio {fmt(ratio)}", ev, causes, fixes, s,
+                             {"pred/std_ratio": ratio}, cause=cause)]
 
     def evaluation(self, step, epoch, metrics):
         ratio = metrics.get("val/pred/std_ratio")
@@ -137,21 +156,30 @@ class PredictionCollapse(Detector):
         ev = "; ".join(parts) + f" for {s.count} evaluation{'s' if s.count > 1 else ''} since epoch {int(s.onset_epoch)}"
         title = ("identical predictions for different val inputs" if identical
                  else f"val predictions collapsed: pred/std_ratio {fmt(ratio)}")
-        causes, fixes = self.explain(metrics)
+        gap = metrics.get("val/pred/mean_gap")
+        if finite(gap):
+            ev += f"; val pred mean {fmt(gap)} target std from the targets' mean"
+        causes, fixes, cause = self.explain(metrics, "val/")
         return [self.finding("failed", "predictions", step, epoch, title, ev, causes, fixes, s,
                              {"val/pred/std_ratio": ratio if finite(ratio) else math.nan,
                               "health/fixed_std_ratio": fixed if finite(fixed) else math.nan,
-                              "health/fixed_input_spread": spread if finite(spread) else math.nan})]
+                              "health/fixed_input_spread": spread if finite(spread) else math.nan}, cause=cause)]
 
-    def explain(self, metrics) -> tuple[list[str], list[str]]:
-        """Which cause the evidence supports: inputs that do not vary, or a model that ignores inputs that do."""
-        spread = metrics.get("health/fixed_input_spread")
+    def explain(self, values, prefix: str = "") -> tuple[list[str], list[str], str]:
+        """(causes, fixes, cause key) the evidence supports: inputs that do not vary (the fixed inputs' spread,
+        at evaluations); every input given about the average target (the loss's best answer when the inputs
+        carry no information about the targets); or a model that ignores inputs that vary (loss or optimization)."""
+        spread = values.get("health/fixed_input_spread")
         if finite(spread) and spread < self.cfg.identical_ratio:
-            return ADVICE["inputs_constant"].causes, ADVICE["inputs_constant"].fixes
-        causes = self.causes(metrics)
+            return ADVICE["inputs_constant"].causes, ADVICE["inputs_constant"].fixes, "inputs_constant"
+        gap = values.get(prefix + "pred/mean_gap")
+        if finite(gap) and gap < MEAN_GAP:
+            adv = ADVICE["mean_target"].format(gap=fmt(gap))
+            return adv.causes + self.causes(values), adv.fixes + ADVICE["collapse"].fixes, "mean_target"
+        causes = self.causes(values)
         if finite(spread):
             causes = [ADVICE["inputs_ignored"].causes[0].format(spread=fmt(spread))] + causes
-        return causes, ADVICE["collapse"].fixes
+        return causes, ADVICE["collapse"].fixes, "inputs_ignored" if finite(spread) else "collapse"
 
     def causes(self, values) -> list[str]:
         if any(keys.is_loss_param(k) for k in values):
@@ -161,10 +189,11 @@ class PredictionCollapse(Detector):
 
     def extra_state(self):
         return {"prev": dict(self.prev), "peak": {k: list(v) for k, v in self.peak.items()},
-                "start_fixed": self.start_fixed}
+                "start_fixed": self.start_fixed, "recent": self.recent.state()}
 
     def load_extra_state(self, state):
         self.prev = dict(state.get("prev", {}))
+        self.recent.load(state.get("recent", {}))
         self.peak = {k: (float(v[0]), int(v[1])) for k, v in state.get("peak", {}).items()}
         self.start_fixed = state.get("start_fixed")
 
@@ -468,7 +497,7 @@ class RareClass(Detector):
                     adv = ADVICE["class_split"].format(name=r, split=split, rates=bal)
                     found.append(self.finding(
                         "warning", r, step, epoch, f"{r} labels differ between splits: recall {fmt(rec)}", ev,
-                        adv.causes, adv.fixes, s, {key: rec, "positive_rate": p}))
+                        adv.causes, adv.fixes, s, {key: rec, "positive_rate": p}, cause="class_split"))
                     continue
                 fixes = []
                 if finite(p) and 0 < p < 0.5:
@@ -596,7 +625,7 @@ class GradientTrouble(Detector):
                 "warning", "nonfinite", step, epoch, f"non-finite {' and '.join(bad)}",
                 f"{what} in the interval ending at step {step} (lr {fmt(values.get('lr', math.nan))})",
                 ADVICE["nonfinite"].causes, ADVICE["nonfinite"].fixes,
-                s, {}))
+                s, {}, cause="nonfinite"))
         # -- explosion, relative to the running median of earlier checks. The gradient norm judged is the one
         # the optimizer applies (min(grad/total, train.grad_clip)): a spike that clipping bounds is not applied.
         spikes = []
@@ -622,7 +651,8 @@ class GradientTrouble(Detector):
                 "warning", "explosion", step, epoch, "exploding " + " and ".join(k for k, _, _ in spikes),
                 ev + f" at step {step}, for {s.count} check{'s' if s.count > 1 else ''} (lr "
                 f"{fmt(values.get('lr', math.nan))}{clip})",
-                ADVICE["explosion"].causes, ADVICE["explosion"].fixes, s, {k: v for k, v, _ in spikes}))
+                ADVICE["explosion"].causes, ADVICE["explosion"].fixes, s, {k: v for k, v, _ in spikes},
+                cause="explosion"))
         # -- vanishing heads
         heads = {k[5:]: v for k, v in values.items() if k.startswith("grad/") and k != "grad/total" and finite(v)}
         if len(heads) >= 2:
@@ -645,7 +675,7 @@ class GradientTrouble(Detector):
                     found.append(self.finding(
                         "warning", h, step, epoch, f"vanishing gradient: head {h} is not learning", ev,
                         adv.causes, adv.fixes,
-                        s, {f"grad/{h}": g, f"grad/{top}": others}))
+                        s, {f"grad/{h}": g, f"grad/{top}": others}, cause="vanishing_zero" if zero else "vanishing"))
         return found
 
     def extra_state(self):
@@ -768,7 +798,7 @@ class SplitMismatch(Detector):
                     f"{fmt(st['spread'])} (std across samples / std of all values), range "
                     f"[{fmt(min(st['min']))}, {fmt(max(st['max']))}]",
                     ADVICE["inputs_constant"].causes, ADVICE["inputs_constant"].fixes, None,
-                    {"spread": st["spread"]}))
+                    {"spread": st["spread"]}, cause="inputs_constant"))
         t, v = self.inputs.get("train"), self.inputs.get("val")
         varies = all(finite(x.get("spread")) and x["spread"] >= self.cfg.identical_ratio for x in (t or {}, v or {}))
         if t and v and varies and len(t["mean"]) == len(v["mean"]):  # constant inputs are reported above
@@ -786,7 +816,7 @@ class SplitMismatch(Detector):
                 found.append(self.finding(
                     "warning", "preprocessing", step, epoch, "train and val inputs are preprocessed differently",
                     "input statistics measured at start, train vs val: " + "; ".join(bad[:4]),
-                    ADVICE["preprocessing"].causes, ADVICE["preprocessing"].fixes, None, {}))
+                    ADVICE["preprocessing"].causes, ADVICE["preprocessing"].fixes, None, {}, cause="preprocessing"))
         for r, rates in self.balance.items():
             split = rarer_split(rates, self.samples)
             if split:
@@ -794,7 +824,8 @@ class SplitMismatch(Detector):
                 adv = ADVICE["class_split"].format(name=r, split=split, rates=bal)
                 found.append(self.finding(
                     "warning", f"{r}_labels", step, epoch, f"{r} is absent or far rarer in {split}",
-                    f"class balance measured at start: {r} is {bal}", adv.causes, adv.fixes, None, {}))
+                    f"class balance measured at start: {r} is {bal}", adv.causes, adv.fixes, None, {},
+                    cause="class_split"))
         for split, frac in self.empty.items():
             if finite(frac) and frac > MOSTLY_EMPTY:
                 adv = ADVICE["mostly_empty"].format(split=split, fraction=pct(frac))
@@ -803,7 +834,7 @@ class SplitMismatch(Detector):
                     f"{pct(frac)} of {split} samples have no positive label",
                     f"measured at start: {pct(frac)} of {int(self.samples.get(split, 0)) or 'the'} {split} samples "
                     f"have no positive element (more than {pct(MOSTLY_EMPTY)})", adv.causes, adv.fixes, None,
-                    {"empty_fraction": frac}))
+                    {"empty_fraction": frac}, cause="mostly_empty"))
         for f in found:
             self.active[f.subject] = 0
         return found

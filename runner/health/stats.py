@@ -4,6 +4,8 @@ This module is the one place that names the collapse metrics:
     pred/mean, pred/std, pred/min, pred/max    over every element of the prediction vectors
     gt/std                                     std across samples of the target vectors
     pred/std_ratio                             pred/std / gt/std (collapse: far below 1)
+    pred/mean_gap                              |pred mean - target mean| / target std, per dimension, averaged:
+                                               ~0 when a collapsed model predicts the average target
     pred/<r>_mean, pred/<r>_max, pred/<r>_rate, target/<r>_rate    for each sparse/rare target r
 std is taken across all samples seen in the interval (per dimension, then averaged over
 dimensions), so it is meaningful even at batch size 2.
@@ -106,6 +108,7 @@ class CollapseStats:
             out["pred/max"] = -self.extremes[1]
             out["gt/std"] = tstd
             out["pred/std_ratio"] = pstd / tstd.clamp_min(1e-12)
+            out["pred/mean_gap"] = ((mean - tmean).abs() / tvar.sqrt().clamp_min(1e-12)).mean().float()
         for name, (sums, pmax, count) in self.rates.items():
             total = torch.as_tensor(count, dtype=sums.dtype, device=sums.device).clamp_min(1)
             out[f"pred/{name}_mean"] = sums[0] / total
