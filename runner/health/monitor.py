@@ -202,7 +202,8 @@ class HealthMonitor(Callback):
                 f = Finding("gradients", "failed", "nonfinite", st.step, float(st.epoch), "non-finite loss or "
                             "gradients stopped the run", str(exc),
                             ADVICE["nonfinite"].causes, ADVICE["nonfinite"].fixes,
-                            onset_step=st.step, values={"nonfinite_steps": float(st.nonfinite_steps)})
+                            onset_step=st.step, values={"nonfinite_steps": float(st.nonfinite_steps)},
+                            cause="nonfinite")
                 self.rules.findings.append(f)
                 self.handle(trainer, [f], stop=False)
             self.publish(final=True)

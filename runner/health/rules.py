@@ -698,19 +698,24 @@ def higher_is_better(metric: str) -> bool:
 
 class NoBetterThanBaseline(Detector):
     """The task's primary validation metric no better than its own trivial baseline (Task.baseline(), the
-    predictor of the mean target) and no longer improving (not a new best of the run) for `eval_patience`
-    consecutive evaluations after the warm-up. A model still setting new bests may yet cross the baseline:
-    small lanes runs sat above it for 3 to 4 of 8 epochs and then learned (health suite, development
-    seeds). The primary metric is the baseline's first error, else its IoU, else its loss: lower is
-    better; a higher-is-better metric (iou ...) is compared the other way."""
+    predictor of the mean target) while the model has stopped making progress: over the last `eval_patience`
+    evaluations neither the primary metric nor the validation loss improved on their best before them by
+    `overfit_margin` (5%: the relative change of a validation quantity the overfitting rule also counts as
+    meaningful). A model still making progress may yet cross the baseline: small lanes runs sat above it for
+    3 to 4 of 8 epochs while their validation loss fell, and then learned (health suite). A run that only
+    sets new bests by noise (inputs paired with the wrong targets: the best cp_error 9.00 -> 8.69 against the
+    baseline's 8.13 while the val loss moved 1%) is not making progress. The primary metric is the
+    baseline's first error, else its IoU, else its loss: lower is better; a higher-is-better metric (iou ...)
+    is compared the other way. The window is the persistence (a finding at the first evaluation whose window
+    shows no progress: evaluation eval_patience + 1 at the earliest)."""
 
     name = "baseline"
-    doc = "the primary val metric no better than the trivial (mean-target) baseline for several evaluations"
+    doc = "the primary val metric no better than the trivial (mean-target) baseline, with no progress"
 
     def __init__(self, cfg, warmup_steps=0):
         super().__init__(cfg, warmup_steps)
         self.baseline: dict[str, float] = {}  # metric -> trivial predictor's value (set at fit start)
-        self.best: float | None = None  # the best primary value so far
+        self.hist = History(64)  # the primary metric ("p") and the val loss ("v") at every evaluation
 
     def primary(self, metrics) -> tuple[str, str, float] | None:
         """(baseline metric, logged key, baseline value) of the primary metric: the baseline's first error,
@@ -724,6 +729,19 @@ class NoBetterThanBaseline(Detector):
                     return k, key, b
         return None
 
+    def progress(self, name: str, higher: bool) -> tuple[bool, str]:
+        """Did the best of the last eval_patience values beat the best before them by overfit_margin?"""
+        seq, p = self.hist.get(name), self.cfg.eval_patience
+        if len(seq) <= p:
+            return True, ""  # not enough history: still starting
+        sign = -1.0 if higher else 1.0  # minimise sign * value
+        before = min(sign * x for x in seq[:-p])
+        now = min(sign * x for x in seq[-p:])
+        made = now < before - self.cfg.overfit_margin * abs(before)
+        change = (before - now) / abs(before) if before else math.nan
+        gain = f" ({100 * change:+.1f}%)" if finite(change) else ""
+        return made, f"best {fmt(sign * now)} in the last {p} evaluations vs {fmt(sign * before)} before{gain}"
+
     def evaluation(self, step, epoch, metrics):
         p = self.primary(metrics)
         if not p or not finite(metrics.get(p[1])):
@@ -731,29 +749,31 @@ class NoBetterThanBaseline(Detector):
         k, key, b = p
         v = metrics[key]
         hib = higher_is_better(k)
-        best = self.best
-        improving = best is not None and (v > best if hib else v < best)
-        if best is None or improving:
-            self.best = v
-        holds = (v <= b if hib else v >= b) and not improving and self.warm(step)
-        s = self.judge("primary", "val", holds, step, epoch, self.cfg.eval_patience)
+        self.hist.push("p", v)
+        vloss = metrics.get("epoch/val_loss")
+        if finite(vloss):
+            self.hist.push("v", vloss)
+        moving, what = self.progress("p", hib)
+        moving_loss, what_loss = self.progress("v", False) if finite(vloss) and key != "epoch/val_loss" else (False, "")
+        holds = (v <= b if hib else v >= b) and not moving and not moving_loss and self.warm(step)
+        s = self.judge("primary", "val", holds, step, epoch, 1)  # the window is the persistence
         if not s:
             return []
         fixed = metrics.get("health/fixed_std_ratio")
         spread = (f"; the predictions do vary (fixed val inputs: spread {fmt(fixed)} of the targets'), so they "
                   f"do not follow the targets" if finite(fixed) and fixed >= self.cfg.identical_ratio else "")
         ev = (f"{key} {fmt(v)} vs {fmt(b)} for the trivial baseline (mean-target predictor; "
-              f"{'higher' if hib else 'lower'} is better), with no new best (best {fmt(self.best)}), for {s.count} "
-              f"evaluations since epoch {int(s.onset_epoch)}{spread}")
+              f"{'higher' if hib else 'lower'} is better), and no progress of {pct(self.cfg.overfit_margin)}: "
+              f"{key} {what}" + (f"; epoch/val_loss {what_loss}" if what_loss else "") + spread)
         return [self.finding("warning", "primary", step, epoch, f"{key} no better than the trivial baseline", ev,
                              ADVICE["baseline"].causes, ADVICE["baseline"].fixes, s, {key: v, "baseline": b})]
 
     def extra_state(self):
-        return {"baseline": dict(self.baseline), "best": self.best}
+        return {"baseline": dict(self.baseline), "hist": self.hist.state()}
 
     def load_extra_state(self, state):
         self.baseline = {k: float(v) for k, v in state.get("baseline", {}).items()}
-        self.best = state.get("best")
+        self.hist.load(state.get("hist", {}))
 
 
 # ---------------------------------------------------------------- 9. the splits' inputs and labels
