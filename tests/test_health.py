@@ -211,6 +211,19 @@ def occupancy(means, rate=0.0083, mx=None):
              "pred/occupancy_max": mx if mx is not None else min(1, 5 * m)} for m in means]
 
 
+def test_a_stuck_window_spans_at_least_the_warm_up():
+    """At log_every 1 six checks are six batches: an untrained 4-way classifier sits at ln 4 that long in a
+    healthy run (health suite, healthy_puzzle_log1). The window also spans the warm-up's steps."""
+    rules = Rules(warmup_steps=12)
+    early = [1.3863] * 20 + [1.38, 1.36, 1.41, 1.30, 1.35]  # flat through step 20, then learning
+    found = [f for s, v in enumerate(early, 1) for f in rules.check(s, s / 100, {"lr": 1e-2, "train/loss": v})]
+    assert not [f for f in found if f.detector == "stuck_loss"]
+    rules = Rules(warmup_steps=12)
+    giou = [0.9990] * 40  # seed 002: GIoU pinned for hundreds of batches
+    found = [(s, f) for s, v in enumerate(giou, 1) for f in rules.check(s, s / 100, {"lr": 1e-2, "train/loss": v})]
+    assert [(s, f.detector) for s, f in found] == [(25, "stuck_loss")]  # steps 13..25: 13 checks span 12 steps
+
+
 @pytest.mark.parametrize("means, fires_at", [
     ([0.5, 0.01, 0.0001, 0.0001, 0.0001], 5),  # seed 004: 0.5 -> 0.01 -> 0.0001 vs 0.83% occupancy
     ([0.5, 0.02, 0.009, 0.008, 0.0085, 0.008], None),  # healthy: mean matches the rate

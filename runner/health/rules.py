@@ -292,8 +292,10 @@ class RunawayWeighting(Detector):
 
 class StuckLoss(Detector):
     """A loss term flat to `stuck_tol` (relative spread (max - min, the highest and lowest value left out)
-    / |median|) over 2 x `patience` checks,
-    all after the warm-up, at a non-zero learning rate. A mean over log_every batches that does not move
+    / |median|) over 2 x `patience` checks that also span at least the warm-up's length in steps (the time
+    this run gives a model to get going: at log_every 1, six checks are six batches, and an untrained
+    4-way classifier sits at ln 4 for that long in healthy runs), all after the warm-up, at a non-zero
+    learning rate. A mean over log_every batches that does not move
     by 0.1% for that long is neither being optimized nor reacting to its inputs (batch-to-batch noise
     alone moves a converged loss by more): the term has no usable gradient (seed 002: GIoU at 1.000)."""
 
@@ -302,8 +304,8 @@ class StuckLoss(Detector):
 
     def __init__(self, cfg, warmup_steps=0):
         super().__init__(cfg, warmup_steps)
-        self.window = 2 * cfg.patience
-        self.hist = History(self.window)
+        self.window = 2 * cfg.patience  # checks, at least; and at least warmup_steps steps
+        self.hist = History(max(self.window, 256))
         self.first: dict[str, float] = {}
 
     @staticmethod
@@ -325,14 +327,18 @@ class StuckLoss(Detector):
             self.hist.push(key, v)
             # flat over 2 x patience checks: a loss that is only creeping (dice in a sparse task) can be flat
             # to 0.1% over 3 checks by chance (measured: docs/health.md), hardly over 6
+            allsteps = self.hist.get("_step")
             n = self.window
-            window, steps = self.hist.get(key)[-n:], self.hist.get("_step")[-n:]
+            while n < len(allsteps) and allsteps[-1] - allsteps[-n] < self.warmup_steps:
+                n += 1
+            window, steps = self.hist.get(key)[-n:], allsteps[-n:]
             lrs = self.hist.get("_lr")[-n:]
             holds = False
             # the spread without the window's highest and lowest value: one spike (seed 002's GIoU sat at
             # 0.99896 with an odd 1.0028) does not make a stuck loss move
             core, mid = sorted(window)[1:-1], statistics.median(window)
-            if len(window) == n and steps[0] > self.warmup_steps and min(lrs) > 0:
+            if (len(window) == n and steps[0] > self.warmup_steps and steps[-1] - steps[0] >= self.warmup_steps
+                    and min(lrs) > 0):
                 holds = abs(mid) > 1e-8 and core[-1] - core[0] <= self.cfg.stuck_tol * abs(mid)
             if not self.judge(key, "train", holds, step, epoch, 1):  # the window is the persistence
                 continue
