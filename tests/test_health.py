@@ -591,6 +591,8 @@ def test_replay_uses_what_the_monitor_measured_at_start():
     assert ("not_training", "weights") in found and ("not_training", "weights") in without  # logged norm kept
     assert {("data", "train_inputs"), ("baseline", "primary")} <= found
     assert not {("data", "train_inputs"), ("baseline", "primary")} & without
+    empty = {(f.detector, f.subject) for f in replay(rows, summary={"health/empty_fraction": {"train": 0.9}}).findings}
+    assert ("data", "train_labels_empty") in empty
 
 # ---------------------------------------------------------------- real runs (CLI, offline W&B read back)
 
