@@ -44,7 +44,8 @@ ADVICE: dict[str, Advice] = {
         causes=["every input gets about the average target (the mean prediction is {gap} target std from the "
                 "targets' mean): the answer a loss gives when the inputs carry no information about the targets: "
                 "inputs paired with the wrong targets (a shuffled or misaligned label list, an augmentation applied "
-                "to the image but not to its labels), or inputs that do not reach the model"],
+                "to the image but not to its labels), inputs that do not reach the model, or a model that has not started "
+                "to use them (another loss term dominating the gradient: compare the grad/<head> norms)"],
         fixes=["check that each input's target belongs to it: python -m runner.check_data --config ... and the "
                "overlay images"]),
     "loss_weighting": Advice(
