@@ -155,6 +155,8 @@ class HealthMonitor(Callback):
             collapse.start_fixed = self.fixed_batch_stats(trainer)
         if self.balance:
             parts = [f"{r} {', '.join(f'{pct(v)} of {s}' for s, v in sp.items())}" for r, sp in self.balance.items()]
+            if self.empty:
+                parts.append("samples without any positive: " + ", ".join(f"{pct(v)} of {s}" for s, v in self.empty.items()))
             self.echo("[health] class balance measured at start: " + "; ".join(parts))
         # everything measured here, so that `python -m runner.health RUN_DIR --replay` judges with the same inputs
         self.tracker.set_summary({"health/status": self.rules.status(), "health/class_balance": self.balance,
