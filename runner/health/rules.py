@@ -714,7 +714,8 @@ class NoBetterThanBaseline(Detector):
     def __init__(self, cfg, warmup_steps=0):
         super().__init__(cfg, warmup_steps)
         self.baseline: dict[str, float] = {}  # metric -> trivial predictor's value (set at fit start)
-        self.hist = History(64)  # the primary metric ("p") and the val loss ("v") at every evaluation
+        self.hist = History(cfg.eval_patience)  # the last eval_patience primary metrics ("p") and val losses ("v")
+        self.best_before: dict[str, float] = {}  # "p"/"v" -> best (sign-adjusted) value before those
 
     def primary(self, metrics) -> tuple[str, str, float] | None:
         """(baseline metric, logged key, baseline value) of the primary metric: the baseline's first error,
@@ -728,14 +729,22 @@ class NoBetterThanBaseline(Detector):
                     return k, key, b
         return None
 
+    def push(self, name: str, value: float, higher: bool) -> None:
+        """Keep the last eval_patience values, and the best of every value before them."""
+        seq = self.hist.get(name)
+        if len(seq) == self.cfg.eval_patience:  # the oldest leaves the window
+            old = -seq[0] if higher else seq[0]  # minimise sign * value
+            self.best_before[name] = min(self.best_before.get(name, math.inf), old)
+        self.hist.push(name, value)
+
     def progress(self, name: str, higher: bool) -> tuple[bool, str]:
         """Did the best of the last eval_patience values beat the best before them by overfit_margin?"""
         seq, p = self.hist.get(name), self.cfg.eval_patience
-        if len(seq) <= p:
+        if name not in self.best_before or len(seq) < p:
             return True, ""  # not enough history: still starting
         sign = -1.0 if higher else 1.0  # minimise sign * value
-        before = min(sign * x for x in seq[:-p])
-        now = min(sign * x for x in seq[-p:])
+        before = self.best_before[name]
+        now = min(sign * x for x in seq)
         made = now < before - self.cfg.overfit_margin * abs(before)
         change = (before - now) / abs(before) if before else math.nan
         gain = f" ({100 * change:+.1f}%)" if finite(change) else ""
@@ -748,10 +757,10 @@ class NoBetterThanBaseline(Detector):
         k, key, b = p
         v = metrics[key]
         hib = higher_is_better(k)
-        self.hist.push("p", v)
+        self.push("p", v, hib)
         vloss = metrics.get("epoch/val_loss")
         if finite(vloss):
-            self.hist.push("v", vloss)
+            self.push("v", vloss, False)
         moving, what = self.progress("p", hib)
         moving_loss, what_loss = self.progress("v", False) if finite(vloss) and key != "epoch/val_loss" else (False, "")
         holds = (v <= b if hib else v >= b) and not moving and not moving_loss and self.warm(step)
@@ -768,11 +777,12 @@ class NoBetterThanBaseline(Detector):
                              ADVICE["baseline"].causes, ADVICE["baseline"].fixes, s, {key: v, "baseline": b})]
 
     def extra_state(self):
-        return {"baseline": dict(self.baseline), "hist": self.hist.state()}
+        return {"baseline": dict(self.baseline), "hist": self.hist.state(), "best_before": dict(self.best_before)}
 
     def load_extra_state(self, state):
         self.baseline = {k: float(v) for k, v in state.get("baseline", {}).items()}
         self.hist.load(state.get("hist", {}))
+        self.best_before = {k: float(v) for k, v in state.get("best_before", {}).items()}
 
 
 # ---------------------------------------------------------------- 9. the splits' inputs and labels
