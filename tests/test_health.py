@@ -76,6 +76,25 @@ def test_a_collapse_to_the_average_target_names_inputs_without_information():
     assert f.cause == "collapse" and "degenerate minimum" in f.causes[0]
 
 
+def test_mean_gap_measures_only_the_dimensions_whose_target_varies():
+    """pred/mean_gap: |pred mean - target mean| / target std per dimension, averaged over the dimensions whose
+    target varies (an occupancy voxel never occupied has no spread to measure by: it must not turn the gap
+    into 1e9); undefined (nan) when no target varies."""
+    from runner.health.stats import CollapseStats
+    from runner.tasks.base import MonitorView
+    stats = CollapseStats()
+    target = torch.zeros(8, 4)
+    target[:4, 0] = 1.0  # only dimension 0 varies: mean 0.5, std 0.535
+    stats.update(MonitorView(pred=torch.full((8, 4), 0.5), target=target))
+    assert float(stats.tensors()["pred/mean_gap"]) == pytest.approx(0.0, abs=1e-6)  # the average target
+    stats = CollapseStats()
+    stats.update(MonitorView(pred=torch.full((8, 4), 0.01), target=target))
+    assert float(stats.tensors()["pred/mean_gap"]) == pytest.approx(0.49 / 0.5345, rel=1e-3)
+    stats = CollapseStats()
+    stats.update(MonitorView(pred=torch.zeros(4, 2), target=torch.zeros(4, 2)))
+    assert math.isnan(float(stats.tensors()["pred/mean_gap"]))
+
+
 def test_collapse_waits_for_warmup_and_fires_once_per_episode():
     rules = Rules(MonitorConfig(), warmup_steps=35)  # checks at steps 10, 20, 30 are warm-up
     seq = [0.01] * 9 + [0.9] * 3 + [0.01] * 4

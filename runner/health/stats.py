@@ -4,8 +4,9 @@ This module is the one place that names the collapse metrics:
     pred/mean, pred/std, pred/min, pred/max    over every element of the prediction vectors
     gt/std                                     std across samples of the target vectors
     pred/std_ratio                             pred/std / gt/std (collapse: far below 1)
-    pred/mean_gap                              |pred mean - target mean| / target std, per dimension, averaged:
-                                               ~0 when a collapsed model predicts the average target
+    pred/mean_gap                              |pred mean - target mean| / target std, per dimension, averaged
+                                               over the dimensions whose target varies: ~0 when a collapsed
+                                               model predicts the average target
     pred/<r>_mean, pred/<r>_max, pred/<r>_rate, target/<r>_rate    for each sparse/rare target r
 std is taken across all samples seen in the interval (per dimension, then averaged over
 dimensions), so it is meaningful even at batch size 2.
@@ -108,7 +109,11 @@ class CollapseStats:
             out["pred/max"] = -self.extremes[1]
             out["gt/std"] = tstd
             out["pred/std_ratio"] = pstd / tstd.clamp_min(1e-12)
-            out["pred/mean_gap"] = ((mean - tmean).abs() / tvar.sqrt().clamp_min(1e-12)).mean().float()
+            # over the dimensions whose target varies (a voxel never occupied has no target spread to measure by)
+            tsd = tvar.sqrt()
+            live = tsd > 0
+            gap = torch.where(live, (mean - tmean).abs() / tsd.clamp_min(1e-12), 0).sum() / live.sum().clamp_min(1)
+            out["pred/mean_gap"] = torch.where(live.any(), gap, float("nan")).float()
         for name, (sums, pmax, count) in self.rates.items():
             total = torch.as_tensor(count, dtype=sums.dtype, device=sums.device).clamp_min(1)
             out[f"pred/{name}_mean"] = sums[0] / total
