@@ -718,6 +718,25 @@ def test_suite_subset_detects_failures_without_false_alarm(tmp_path):
     assert "recall per failure family" in proc.stdout
 
 
+def test_outcome_oracle_dates_overfitting_from_the_best_epoch(tmp_path):
+    """bench/outcome.py (the judge, independent of the rules): a run whose val loss ended 25% above its best
+    while train loss fell is overfit, and the failure starts at the first evaluation after the best one, so the
+    suite counts an overfitting alert's lag from there."""
+    import sys
+    from conftest import ROOT
+    sys.path.insert(0, str(ROOT / "bench"))
+    import outcome
+
+    vals, trains = [1.0, 0.5, 0.4, 0.6, 0.7], [1.0, 0.6, 0.4, 0.3, 0.2]
+    rows = [{"_step": 10 * (e + 1), "epoch": e + 1, "epoch/val_loss": v, "epoch/train_loss": t,
+             "val/pixel_error": 3.0} for e, (v, t) in enumerate(zip(vals, trains))]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "summary.json").write_text(json.dumps({"baseline/pixel_error": 8.0}))
+    verdict = outcome.judge(tmp_path)
+    assert "overfit" in verdict["failures"] and not verdict["healthy"]
+    assert verdict["evidence"]["overfit_onset"] == {"index": 3, "step": 40}
+
+
 def test_class_balance_is_measured_from_any_dataset_the_task_is_given():
     """A dataset without the generator's fast path (on disk, in memory) is measured from its samples."""
     from runner.config import load_config
