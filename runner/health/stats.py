@@ -102,7 +102,8 @@ class CollapseStats:
             var = (s2 / n - mean * mean).clamp_min(0) * (n / (n - 1).clamp_min(1))
             tmean = t1 / n
             tvar = (t2 / n - tmean * tmean).clamp_min(0) * (n / (n - 1).clamp_min(1))
-            pstd, tstd = var.sqrt().mean().float(), tvar.sqrt().mean().float()
+            tsd = tvar.sqrt()  # per dimension
+            pstd, tstd = var.sqrt().mean().float(), tsd.mean().float()
             out["pred/mean"] = mean.mean().float()
             out["pred/std"] = pstd
             out["pred/min"] = self.extremes[0]
@@ -110,7 +111,6 @@ class CollapseStats:
             out["gt/std"] = tstd
             out["pred/std_ratio"] = pstd / tstd.clamp_min(1e-12)
             # over the dimensions whose target varies (a voxel never occupied has no target spread to measure by)
-            tsd = tvar.sqrt()
             live = tsd > 0
             gap = torch.where(live, (mean - tmean).abs() / tsd.clamp_min(1e-12), 0).sum() / live.sum().clamp_min(1)
             out["pred/mean_gap"] = torch.where(live.any(), gap, float("nan")).float()
