@@ -241,6 +241,9 @@ def test_a_stuck_window_spans_at_least_the_warm_up():
     giou = [0.9990] * 40  # seed 002: GIoU pinned for hundreds of batches
     found = [(s, f) for s, v in enumerate(giou, 1) for f in rules.check(s, s / 100, {"lr": 1e-2, "train/loss": v})]
     assert [(s, f.detector) for s, f in found] == [(25, "stuck_loss")]  # steps 13..25: 13 checks span 12 steps
+    rules = Rules(warmup_steps=400)  # a warm-up longer than any fixed history, at a check every step
+    found = [(s, f) for s in range(1, 820) for f in rules.check(s, s / 100, {"lr": 1e-2, "train/loss": 0.999})]
+    assert [(s, f.detector) for s, f in found] == [(801, "stuck_loss")]  # steps 401..801 span the warm-up
 
 
 @pytest.mark.parametrize("means, fires_at", [

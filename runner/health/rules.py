@@ -305,7 +305,9 @@ class StuckLoss(Detector):
     def __init__(self, cfg, warmup_steps=0):
         super().__init__(cfg, warmup_steps)
         self.window = 2 * cfg.patience  # checks, at least; and at least warmup_steps steps
-        self.hist = History(max(self.window, 256))
+        # enough checks to span the warm-up even at log_every 1 (a fixed 256 could never span a longer warm-up,
+        # and the rule would silently never fire)
+        self.hist = History(max(self.window, warmup_steps + 2))
         self.first: dict[str, float] = {}
 
     @staticmethod
