@@ -364,12 +364,13 @@ def score(sc: Scenario, res: RunResult, use_replay: bool = False) -> dict[str, A
     if not real:
         return out
     first = real[0]
-    out["right_cause"] = (first.get("cause") or first["detector"]) in sc.expect
+    named = first.get("cause") or first["detector"]  # runs recorded before findings carried a cause: the detector
+    out["right_cause"] = named in sc.expect
     # or the first alert names a failure the outcome confirms (identical predictions -> collapse, ...): a run
     # can fail in more than the injected way (rare done at 2% also left the positions identical in some seeds)
     out["outcome_cause"] = out["right_cause"] or any(
         first["detector"] in OUTCOME_DETECTORS.get(f.split(":")[0], ()) for f in verdict["failures"])
-    out["first_finding"] = f"{first['detector']} ({first.get('cause') or first['detector']}): {first['title']}"
+    out["first_finding"] = f"{first['detector']} ({named}): {first['title']}"
     rows, evals = load_rows(res.run_dir)
     warmup = warmup_of(res.run_dir)
     # judged at an evaluation: an evaluation-only rule, or a rule's evaluation channel ("for N evaluations")
