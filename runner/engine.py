@@ -279,7 +279,7 @@ class Trainer:
                       samples: int) -> None:
         """One log interval: the host read, the non-finite check, the callbacks; then reset the meters."""
         st = self.state
-        stop = torch.tensor(float(self.interrupt_reason is not None), device=self.device)
+        stop = torch.full((), float(self.interrupt_reason is not None), device=self.device)  # a fill, not a copy
         values = self._read(meter, stats, extra={"_stop": stop, **self.guard.tensors()})
         if values.pop("_stop") and not self.interrupt_reason:
             self.interrupt_reason = "SIGTERM on another rank"

@@ -24,7 +24,7 @@ class Meter:
     def update(self, name: str, num: Tensor, den: Tensor | float, empty: float = float("nan")) -> None:
         """Add num/den; `empty` is the value reported while den is still 0 (nan: not reported)."""
         num = num.detach().float()
-        den = den.detach().float() if isinstance(den, Tensor) else torch.tensor(float(den), device=num.device)
+        den = den.detach().float() if isinstance(den, Tensor) else torch.full((), float(den), device=num.device)
         if name in self.num:
             self.num[name] += num
             self.den[name] += den
@@ -77,8 +77,10 @@ class Meter:
         for k, (num, den) in sums.items():
             if k in self.num:
                 num, den = num + self.num[k], den + self.den[k]
-            den = torch.as_tensor(den, dtype=num.dtype, device=num.device)
-            out[k] = torch.where(den > 0, num / den.clamp_min(1e-30), torch.full_like(num, float("nan")))
+            if torch.is_tensor(den):  # all-reduced across ranks
+                out[k] = torch.where(den > 0, num / den.clamp_min(1e-30), torch.full_like(num, float("nan")))
+            else:  # a host count: dividing by it copies nothing to the device (a copy would sync the stream)
+                out[k] = num / den if den > 0 else torch.full_like(num, float("nan"))
         return out
 
     def reset(self) -> None:

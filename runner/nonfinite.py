@@ -74,14 +74,14 @@ class NonFiniteGuard:
         term other than the total at the first skipped step; only the gradient if none); -1 if none."""
         finite = self.first_finite
         if finite is None:
-            return torch.tensor(-1.0, device=self.device)
+            return torch.full((), -1.0, device=self.device)
         n = len(self.term_names)
         if n > 1:
-            idx = torch.where(finite[1:].all(), torch.tensor(float(n), device=finite.device),
+            idx = torch.where(finite[1:].all(), torch.full((), float(n), device=finite.device),
                               (~finite[1:]).float().argmax().float() + 1)
         else:
-            idx = torch.tensor(float(n), device=self.seen_bad.device)
-        return torch.where(self.seen_bad, idx, torch.tensor(-1.0, device=idx.device))
+            idx = torch.full((), float(n), device=self.seen_bad.device)
+        return torch.where(self.seen_bad, idx, torch.full((), -1.0, device=idx.device))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """What the log interval reads (all-reduced with MAX under DDP)."""

@@ -408,6 +408,25 @@ def test_skipped_steps_are_at_most_a_warning():
     assert [f.severity for _, f in found] == ["warning"] and rules.status() == "warning"
 
 
+def test_fp16_loss_scaler_skips_are_a_note_and_a_non_finite_loss_still_warns():
+    """fp16's dynamic loss scaler skips the steps whose scaled gradient overflows while it calibrates (a healthy
+    fp16 run on an H200 skipped 3 in its first interval, bench/cuda_check.py): with a finite loss that is the
+    scaler working. Without the scaler the same skips warn; a non-finite loss warns with it."""
+    rows = [{**r, "train/loss": 1.0 - 0.05 * i, "health/nonfinite_steps": n}
+            for i, (r, n) in enumerate(zip(grads([1.0] * 6), (3, 3, 3, 4, 4, 4)))]
+    del rows[0]["grad/total"]  # the interval's mean norm was inf: read_host dropped it
+    scaled = Rules()
+    scaled.set_grad_scaler(True)
+    found = [f for _, f in feed_checks(scaled, rows) if f.detector == "gradients"]
+    assert [(f.severity, f.subject) for f in found] == [("note", "loss_scaler")] and scaled.status() == "healthy"
+    assert "3 steps skipped" in found[0].evidence
+    assert [f.severity for _, f in fired(feed_checks(Rules(), rows), "gradients")] == ["warning"]
+    rows[3]["train/loss"] = math.inf
+    again = Rules()
+    again.set_grad_scaler(True)
+    assert [f.subject for _, f in fired(feed_checks(again, rows), "gradients")] == ["nonfinite"]
+
+
 # ---------------------------------------------------------------- 8. the trivial baseline
 
 @pytest.mark.parametrize("errors, losses, fires_at", [

@@ -138,6 +138,8 @@ class HealthMonitor(Callback):
             self.balance, self.samples, self.empty = class_balance(trainer.task)
         self.rules.set_class_balance(self.balance, self.samples, self.empty)
         self.rules.set_grad_clip(getattr(trainer, "grad_clip", 0.0))
+        scaler = getattr(trainer, "scaler", None)
+        self.rules.set_grad_scaler(scaler is not None and scaler.is_enabled())
         if not self.inputs:
             for split, loader in (("train", trainer.train_loader), ("val", trainer.val_loader)):
                 st = input_stats(getattr(loader, "dataset", None)) if hasattr(loader, "dataset") else None
@@ -165,6 +167,7 @@ class HealthMonitor(Callback):
                                   "health/start_fixed_std_ratio": collapse.start_fixed,
                                   "health/grad_clip": self.rules.by_name("gradients").clip
                                   if math.isfinite(self.rules.by_name("gradients").clip) else 0.0,
+                                  "health/grad_scaler": self.rules.by_name("gradients").scaler,
                                   **{f"baseline/{k}": v for k, v in self.baseline.items()}})
         self._timed(t0, "fit_start")
 

@@ -43,6 +43,7 @@ def replay(records: Iterable[dict[str, Any]], cfg: MonitorConfig | None = None, 
         rules.by_name("collapse").start_fixed = float(summary["health/start_fixed_std_ratio"])
     if isinstance(summary.get("health/grad_clip"), (int, float)):
         rules.set_grad_clip(float(summary["health/grad_clip"]))
+    rules.set_grad_scaler(bool(summary.get("health/grad_scaler", False)))
     for r in records:
         step = int(r.get("_step", 0))
         values = {k: v for k, v in r.items() if not k.startswith("_") and not k.startswith("health/") or k in MEASURED}

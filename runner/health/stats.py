@@ -115,7 +115,8 @@ class CollapseStats:
             gap = torch.where(live, (mean - tmean).abs() / tsd.clamp_min(1e-12), 0).sum() / live.sum().clamp_min(1)
             out["pred/mean_gap"] = torch.where(live.any(), gap, float("nan")).float()
         for name, (sums, pmax, count) in self.rates.items():
-            total = torch.as_tensor(count, dtype=sums.dtype, device=sums.device).clamp_min(1)
+            # a host count divides without a host-to-device copy (which would sync the stream)
+            total = count.clamp_min(1) if torch.is_tensor(count) else max(count, 1)
             out[f"pred/{name}_mean"] = sums[0] / total
             out[f"pred/{name}_rate"] = sums[1] / total
             out[f"target/{name}_rate"] = sums[2] / total

@@ -41,15 +41,21 @@ def paired_iou(a_xyxy: Tensor, b_xyxy: Tensor) -> Tensor:
     wh_b = (b_xyxy[:, 2:] - b_xyxy[:, :2]).clamp_min(0)
     lt = torch.maximum(a_xyxy[:, :2], b_xyxy[:, :2])
     rb = torch.minimum(a_xyxy[:, 2:], b_xyxy[:, 2:])
-    inter = (rb - lt).clamp_min(0).prod(1)
-    union = wh_a.prod(1) + wh_b.prod(1) - inter
+    inter = _area((rb - lt).clamp_min(0))
+    union = _area(wh_a) + _area(wh_b) - inter
     return inter / union.clamp_min(1e-12)
+
+
+def _area(wh: Tensor) -> Tensor:
+    """w * h of [N, 2] sizes. Not wh.prod(1): prod's backward on CUDA asks the host whether any factor is 0
+    (a stream sync every step; measured on an H200 by bench/cuda_check.py), and clamped overlaps often are."""
+    return wh[:, 0] * wh[:, 1]
 
 
 def _inter_union(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """torchvision.ops._utils._loss_inter_union without its boolean-mask assignment, which on a GPU
     reads the host (nonzero) every step; clamping at 0 gives the same values."""
-    inter = (torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp_min(0).prod(1)
+    inter = _area((torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp_min(0))
     area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
     return inter, area(a) + area(b) - inter
 
@@ -57,7 +63,7 @@ def _inter_union(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
 def generalized_box_iou_loss(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
     """Mean of torchvision.ops.generalized_box_iou_loss, the same formula, free of host reads."""
     inter, union = _inter_union(a, b)
-    hull = (torch.maximum(a[:, 2:], b[:, 2:]) - torch.minimum(a[:, :2], b[:, :2])).prod(1)
+    hull = _area(torch.maximum(a[:, 2:], b[:, 2:]) - torch.minimum(a[:, :2], b[:, :2]))
     return (1 - inter / (union + eps) + (hull - union) / (hull + eps)).mean()
 
 

@@ -161,7 +161,7 @@ class LanesTask(Task):
 
     def metrics(self, outputs, batch):
         H, W = self.size
-        scale = torch.tensor([W, H], dtype=torch.float32, device=outputs["points"].device)
+        scale = torch.tensor([W, H], dtype=torch.float32).to(outputs["points"].device, non_blocking=True)  # no sync
         pred, gt = outputs["points"].float() * scale, batch["points"].float() * scale
         exist = batch["exist"] > 0.5
         live = exist.float()

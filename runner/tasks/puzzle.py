@@ -137,12 +137,12 @@ class PuzzleTask(Task):
 
     def center_errors(self, pred_box, gt_box):
         scale = torch.tensor([self.cfg.data.puzzle_width, self.cfg.data.puzzle_height],
-                             device=gt_box.device, dtype=torch.float32)
+                             dtype=torch.float32).to(gt_box.device, non_blocking=True)  # no stream sync
         return ((pred_box[:, :2].float() - gt_box[:, :2].float()) * scale).norm(dim=1)
 
     def metrics(self, outputs, batch):
         gt = batch["box"].float()
-        n = torch.tensor(float(gt.shape[0]), device=gt.device)
+        n = torch.full((), float(gt.shape[0]), device=gt.device)
         gt_xyxy = box_convert(gt, "cxcywh", "xyxy")
         centre = outputs["box"][:, :2].float()
         inside = ((centre >= gt_xyxy[:, :2]) & (centre <= gt_xyxy[:, 2:])).all(1).float()
