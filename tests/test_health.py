@@ -76,6 +76,17 @@ def test_a_collapse_to_the_average_target_names_inputs_without_information():
     assert f.cause == "collapse" and "degenerate minimum" in f.causes[0]
 
 
+def test_never_spread_predictions_far_from_the_targets_get_no_starting_grace():
+    """A model still starting gives about the average target first; predictions that never spread and sit a
+    target std or more from the targets' mean do not reach the targets (targets x 100 against a [0, 1] head: the
+    health suite's target_scale_sequence sat at gap 2.0 for 23 checks): the plain patience, not twice it."""
+    far = [{**r, "pred/mean_gap": 2.0} for r in ratios([0.01] * 8)]
+    (i, f), = fired(feed_checks(Rules(), far), "collapse")
+    assert i == 3 and f.checks == 3 and "never above 0.1" in f.evidence
+    near = [{**r, "pred/mean_gap": 0.1} for r in ratios([0.01] * 8)]  # about the average target: may be starting
+    assert [i for i, _ in fired(feed_checks(Rules(), near), "collapse")] == [6]
+
+
 def test_mean_gap_measures_only_the_dimensions_whose_target_varies():
     """pred/mean_gap: |pred mean - target mean| / target std per dimension, averaged over the dimensions whose
     target varies (an occupancy voxel never occupied has no spread to measure by: it must not turn the gap

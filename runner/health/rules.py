@@ -37,6 +37,11 @@ from runner.health.findings import (MOSTLY_EMPTY, PROB_THRESHOLD, TINY, Detector
 # average target: the constant a regression loss prefers when the inputs tell it nothing about the targets
 # (a model collapsed to a corner box or a saturated head sits a target std or more away)
 MEAN_GAP = 0.25
+# a model that is still starting gives about the average target first (the constant a regression loss reaches
+# first: its bias); predictions that have not spread and sit a target std or more from the targets' mean have
+# not even found that: their outputs do not reach the targets (targets on another scale than the head, a
+# saturated head, a degenerate minimum such as seed 002's corner box). They get no starting grace.
+FAR_GAP = 1.0
 
 
 
@@ -72,14 +77,18 @@ class PredictionCollapse(Detector):
         recovering = prev is not None and ratio > TINY and ratio >= self.cfg.growth * max(prev, TINY / 2)
         return not recovering
 
-    def patience(self, key: str, limit: float) -> int:
-        """A model that has never spread its predictions may still be starting: twice the patience.
-        One whose predictions spread and then fell together has collapsed: the plain patience.
+    def patience(self, key: str, limit: float, gap: float | None = None) -> int:
+        """A model that has never spread its predictions may still be starting: twice the patience, unless its
+        predictions sit FAR_GAP target stds or more from the targets' mean (`gap`: pred/mean_gap), which a
+        starting model passes through first. One whose predictions spread and then fell together has
+        collapsed: the plain patience.
         (Measured, docs/health.md: a finding at the plain patience for every never-spread model alerted in
         healthy runs whose predictions took 4-8 checks after the warm-up to spread; so did one at the plain
         patience for never-spread predictions that were flat or falling over the window: a healthy batch-4
         sequence run sat at 0.012-0.017 for 4 checks after the warm-up, then spread.)"""
-        return self.cfg.patience if self.peak.get(key, (0.0, 0))[0] >= limit else 2 * self.cfg.patience
+        if self.peak.get(key, (0.0, 0))[0] >= limit or (finite(gap) and gap >= FAR_GAP):
+            return self.cfg.patience
+        return 2 * self.cfg.patience
 
     def history(self, key: str, limit: float) -> str:
         peak, at = self.peak.get(key, (0.0, 0))
@@ -92,7 +101,7 @@ class PredictionCollapse(Detector):
         key, limit = "pred/std_ratio", self.cfg.collapse_ratio
         # probabilities of a sparse target that collapsed with none predicted positive: the sparse rule's
         holds = self.low(key, ratio, limit, step) and self.warm(step) and predicted_empty(values) is None
-        s = self.judge("predictions", "train", holds, step, epoch, self.patience(key, limit))
+        s = self.judge("predictions", "train", holds, step, epoch, self.patience(key, limit, values.get("pred/mean_gap")))
         if not s:
             return []
         ev = (f"pred std {fmt(values.get('pred/std', math.nan))} vs gt std {fmt(values.get('gt/std', math.nan))} "
@@ -127,8 +136,8 @@ class PredictionCollapse(Detector):
         identical = finite(fixed) and fixed < self.cfg.identical_ratio
         if not s:
             holds = (low_val or low_fixed) and self.warm(step)
-            s = self.judge("predictions", "val", holds, step, epoch, self.patience("val/pred/std_ratio",
-                                                                                   self.cfg.collapse_ratio))
+            s = self.judge("predictions", "val", holds, step, epoch, self.patience(
+                "val/pred/std_ratio", self.cfg.collapse_ratio, metrics.get("val/pred/mean_gap")))
         if not s:
             return []
         parts = []
