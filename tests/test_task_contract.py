@@ -13,6 +13,7 @@ import sys
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import default_collate
 
 from runner.config import load_config
@@ -85,6 +86,50 @@ def test_task_runs_on_meta_device_without_host_reads(name, extra):
     assert not off, f"{name}: tensors off the inputs' device: {off}"
     if name in ("sequence", "lanes", "puzzle", "occupancy"):
         assert metrics, f"{name} reports metrics"
+
+
+# aten ops that make a CUDA step wait for the host: reads (item, nonzero, masked_select, unique), a tensor built
+# from Python data inside the step (lift_fresh: torch.tensor(...), a blocking host-to-device copy on a GPU), and
+# prod, whose backward on CUDA asks the host whether a factor is 0 (found by bench/cuda_check.py on an H200:
+# 24 syncs in 24 puzzle steps from the CIoU loss's wh.prod(1)). The meta-device test above cannot see the last
+# two: they run on meta.
+SYNCING_OPS = ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.unique", "aten._unique",
+               "aten.lift_fresh", "aten.prod")
+
+
+class RecordOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.add(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_training_step_uses_no_op_that_makes_a_gpu_wait(name):
+    """Forward, loss, backward and the monitor's view of one step (what runs at every step on a GPU)."""
+    task = build(name, {})
+    ds = task.dataset("train")
+    batch = default_collate([ds[i] for i in range(2)])
+    model, criterion = task.model(), task.criterion()
+    with RecordOps() as ops:
+        outputs = task.forward(model, batch)
+        losses = criterion(outputs, batch)
+        losses["loss"].backward()
+        task.monitor_view(outputs, batch)
+    bad = sorted(op for op in ops.seen if op.startswith(SYNCING_OPS))
+    assert not bad, f"{name}: {bad}"
+
+
+def test_the_op_recorder_sees_what_the_step_test_forbids():
+    """The test above can fail: prod with a gradient, a tensor built from Python data and a host read are seen."""
+    x = torch.rand(4, 2, requires_grad=True)
+    with RecordOps() as ops:
+        (x.prod(1).sum() * torch.tensor(2.0)).backward()
+        x.sum().item()
+    assert {"aten.prod.dim_int", "aten.lift_fresh.default", "aten._local_scalar_dense.default"} <= ops.seen
 
 
 def test_meta_device_catches_host_reads_and_cpu_tensors():
