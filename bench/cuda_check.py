@@ -26,7 +26,6 @@ in <out>/failed_runs.log. Exit status 1 when a check failed.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import math
 import os
