@@ -62,48 +62,40 @@ SUITE = ["nan_lr", "lanes_uncertainty", "puzzle_giou", "constant_inputs_sequence
          "healthy_default"]
 
 
-def train(out: Path, name: str, config: str, args: list[str], device: str, extra_env=None, launcher=None,
-          cwd: Path = ROOT, timeout: float = 420) -> dict:
-    """One `python -m runner.train` run; returns rc, seconds, the run directory, its summary and the tail of
-    its output."""
-    run_out = out / "runs" / name
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": os.pathsep.join(
-        [str(ROOT), str(EXAMPLE)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])),
-        "OMP_NUM_THREADS": "2", **(extra_env or {})}
-    cmd = (launcher or [sys.executable]) + ["-m", "runner.train", "--config", config, *COMMON, *args,
-                                            f"--train.device={device}", f"--out_dir={run_out}"]
+def launch(name: str, cmd: list[str], runs: Path, cwd: Path = ROOT, timeout: float = 420) -> dict:
+    """Run one training command whose run directory lands in `runs`; returns rc, seconds, the run directory,
+    its summary and the tail of its output."""
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "2", "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), str(EXAMPLE)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
         rc, text = p.returncode, p.stdout + p.stderr
     except subprocess.TimeoutExpired as e:
         rc, text = 124, f"timed out after {timeout}s\n{e.stdout or ''}{e.stderr or ''}"
-    dirs = sorted(d for d in run_out.glob("*") if (d / "config.yaml").exists())
+    dirs = sorted(c.parent for c in runs.glob("*/config.yaml"))
     run_dir = dirs[-1] if dirs else None
     summary = json.loads((run_dir / "summary.json").read_text()) if run_dir and (run_dir / "summary.json").exists() else {}
     return {"name": name, "cmd": " ".join(cmd), "rc": rc, "seconds": round(time.perf_counter() - t0, 1),
             "run_dir": str(run_dir) if run_dir else None, "summary": summary, "tail": text[-3000:]}
 
 
-def scenario(out: Path, name: str, device: str, label: str, timeout: float = 420) -> dict:
+def train(out: Path, name: str, config: str, args: list[str], device: str, launcher=None, cwd: Path = ROOT) -> dict:
+    """One `python -m runner.train` run of a config with the check's short settings."""
+    runs = out / "runs" / name
+    cmd = (launcher or [sys.executable]) + ["-m", "runner.train", "--config", config, *COMMON, *args,
+                                            f"--train.device={device}", f"--out_dir={runs}"]
+    return launch(name, cmd, runs, cwd)
+
+
+def scenario(out: Path, name: str, device: str, label: str) -> dict:
     """One health-suite scenario at --scale small, seed 0, on `device` (its own argv, device appended)."""
     sys.path.insert(0, str(ROOT / "bench"))
     import health_suite
 
     sc = next(s for s in health_suite.SCENARIOS if s.name == name)
     argv = health_suite.argv_for(sc, 0, out / f"suite_{label}", "small") + [f"--train.device={device}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "WANDB_MODE": "offline", "PYTHONPATH": os.pathsep.join(
-        [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
-    t0 = time.perf_counter()
-    try:
-        p = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-        rc, text = p.returncode, p.stdout + p.stderr
-    except subprocess.TimeoutExpired:
-        rc, text = 124, f"timed out after {timeout}s"
-    done = sorted((out / f"suite_{label}" / name / "seed0").glob("*/summary.json"))
-    summary = json.loads(done[-1].read_text()) if done else {}
-    return {"name": f"{name} ({label})", "cmd": " ".join(argv), "rc": rc, "seconds": round(time.perf_counter() - t0, 1),
-            "run_dir": str(done[-1].parent) if done else None, "summary": summary, "tail": text[-3000:]}
+    return launch(f"{name} ({label})", argv, out / f"suite_{label}" / name / "seed0")
 
 
 def rows(run_dir: str | None) -> list[dict]:
@@ -112,7 +104,7 @@ def rows(run_dir: str | None) -> list[dict]:
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
-def val_metrics(summary: dict, run_dir: str | None) -> dict[str, float]:
+def val_metrics(run_dir: str | None) -> dict[str, float]:
     last = [r for r in rows(run_dir) if any(k.startswith("val/") for k in r)]
     return {k: v for k, v in (last[-1] if last else {}).items() if k.startswith("val/") and isinstance(v, (int, float))}
 
@@ -130,7 +122,7 @@ def first_finding(summary: dict) -> str | None:
 
 def check_trained(r: dict) -> dict:
     run_dir = Path(r["run_dir"]) if r["run_dir"] else None
-    vm = val_metrics(r["summary"], r["run_dir"])
+    vm = val_metrics(r["run_dir"])
     pngs = list(run_dir.glob("media/*.png")) if run_dir else []
     ckpts = {p.name for p in run_dir.glob("checkpoints/*.pt")} if run_dir else set()
     wandb_runs = list(run_dir.glob("wandb/offline-run-*/run-*.wandb")) if run_dir else []
@@ -164,7 +156,7 @@ def check_parity(gpu: dict, cpu: dict) -> dict:
     if gpu["rc"] or cpu["rc"] or not steps:
         return {"check": "fp32 GPU vs CPU", "ok": False, "detail": f"rc {gpu['rc']}/{cpu['rc']}, {len(steps)} common rows"}
     rel = [abs(a[s]["train/loss"] - b[s]["train/loss"]) / max(abs(b[s]["train/loss"]), 1e-12) for s in steps]
-    va, vb = val_metrics(gpu["summary"], gpu["run_dir"]), val_metrics(cpu["summary"], cpu["run_dir"])
+    va, vb = val_metrics(gpu["run_dir"]), val_metrics(cpu["run_dir"])
     key = "val/pixel_error"
     vrel = abs(va.get(key, math.nan) - vb.get(key, math.nan)) / max(abs(vb.get(key, math.nan)), 1e-12)
     # the first row is a handful of steps from the same initial weights: it must agree closely; later rows

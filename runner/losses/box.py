@@ -56,8 +56,7 @@ def _inter_union(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """torchvision.ops._utils._loss_inter_union without its boolean-mask assignment, which on a GPU
     reads the host (nonzero) every step; clamping at 0 gives the same values."""
     inter = _area((torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp_min(0))
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter, area(a) + area(b) - inter
+    return inter, _area(a[:, 2:] - a[:, :2]) + _area(b[:, 2:] - b[:, :2]) - inter
 
 
 def generalized_box_iou_loss(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
