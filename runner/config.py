@@ -82,7 +82,7 @@ class MonitorConfig(Section):
     collapse_ratio: float = Field(0.1, gt=0, lt=1)  # pred/std_ratio below this is collapse (seed 002: 0.005/0.3)
     identical_ratio: float = Field(0.01, gt=0, lt=1)  # fixed val inputs: pred spread / target spread below this
     fixed_samples: int = Field(8, ge=0)  # fixed val inputs for the identical-prediction check; 0 disables it
-    growth: float = Field(1.5, gt=1)  # a low statistic growing by this factor per check is recovering
+    growth: float = Field(1.5, gt=1)  # a statistic moving back by this factor per check (or evaluation) is recovering
     stuck_tol: float = Field(1e-3, gt=0)  # (max - min) / |mean| of a loss term over 2 x patience checks: flat
     sparse_ratio: float = Field(0.1, gt=0, lt=1)  # mean predicted probability below this x the target rate
     rare_recall: float = Field(0.05, ge=0, lt=1)  # validation recall at or below this: class never predicted

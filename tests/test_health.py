@@ -85,6 +85,12 @@ def test_never_spread_predictions_far_from_the_targets_get_no_starting_grace():
     assert i == 3 and f.checks == 3 and "never above 0.1" in f.evidence
     near = [{**r, "pred/mean_gap": 0.1} for r in ratios([0.01] * 8)]  # about the average target: may be starting
     assert [i for i, _ in fired(feed_checks(Rules(), near), "collapse")] == [6]
+    # far, but closing in on the targets (the gap shrank 1.5x or more since the previous check): still on its way,
+    # the starting grace (targets that vary little put an unconverged model many target stds away; the health
+    # suite's healthy_lanes_low_variance seed 3 went 9.7, 10.1, 5.1 target stds, then spread)
+    closing = [{**r, "pred/mean_gap": g} for r, g in zip(ratios([0.01] * 8), [9.7, 10.1, 5.1, 3.0, 1.9, 1.8, 1.8, 1.8])]
+    (i, f), = fired(feed_checks(Rules(), closing), "collapse")
+    assert i == 6 and f.checks == 6
 
 
 def test_mean_gap_measures_only_the_dimensions_whose_target_varies():
@@ -351,6 +357,11 @@ def test_rare_class_rule(recalls, fires_at):
     ([1.0, 0.7, 0.6, 0.7, 0.8, 0.9], [1.0, 0.6, 0.4, 0.5, 0.6, 0.7], None),  # both rise: divergence, not overfit
     ([1.0, 0.6, 0.62, 0.61, 0.615, 0.6], [1.0, 0.6, 0.5, 0.45, 0.42, 0.4], None),  # plateau within the margin
     ([2.1, 0.23, 0.26, 0.29, 0.33, 0.39], [2.1, 0.030, 0.040, 0.024, 0.025, 0.030], 5),  # train converged, noisy
+    # one noisy evaluation, then falling back to the best (its excess shrinking 1.5x or more per evaluation):
+    # recovering, not overfitting (the health suite's healthy_mse seed 7: 0.0172 best, 0.0255, 0.0191, 0.0181)
+    ([0.59, 0.0172, 0.0255, 0.0191, 0.0181, 0.0176], [1.5, 0.098, 0.0146, 0.0109, 0.0084, 0.0075], None),
+    # far above its best and falling slowly (excess 3.1 -> 2.6 -> 2.2): still overfitting, no reset
+    ([2.1, 2.02, 2.02, 4.76, 5.13, 4.6, 4.2], [2.1, 0.28, 0.53, 0.23, 0.12, 0.094, 0.059], 6),
 ])
 def test_overfitting_rule(val, train, fires_at):
     rows = [{"epoch/val_loss": v, "epoch/train_loss": t} for v, t in zip(val, train)]

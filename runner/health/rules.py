@@ -40,7 +40,9 @@ MEAN_GAP = 0.25
 # a model that is still starting gives about the average target first (the constant a regression loss reaches
 # first: its bias); predictions that have not spread and sit a target std or more from the targets' mean have
 # not even found that: their outputs do not reach the targets (targets on another scale than the head, a
-# saturated head, a degenerate minimum such as seed 002's corner box). They get no starting grace.
+# saturated head, a degenerate minimum such as seed 002's corner box). They get no starting grace, unless the
+# gap is shrinking by the `growth` factor since the previous check: that model is still on its way to the targets
+# (targets that vary little put a model that has not converged yet many target stds away).
 FAR_GAP = 1.0
 
 
@@ -62,6 +64,7 @@ class PredictionCollapse(Detector):
         super().__init__(cfg, warmup_steps)
         self.prev: dict[str, float] = {}
         self.peak: dict[str, tuple[float, int]] = {}  # key -> (highest ratio so far, its step)
+        self.gaps: dict[str, float | None] = {}  # key -> pred/mean_gap at the previous check (or evaluation)
         self.start_fixed: float | None = None  # the fixed-input spread of the untrained model (monitor, fit start)
         self.sample_rows: list[list[float]] = []  # set by the monitor: fixed-batch predictions, for evidence
         self.target_rows: list[list[float]] = []
@@ -80,13 +83,16 @@ class PredictionCollapse(Detector):
     def patience(self, key: str, limit: float, gap: float | None = None) -> int:
         """A model that has never spread its predictions may still be starting: twice the patience, unless its
         predictions sit FAR_GAP target stds or more from the targets' mean (`gap`: pred/mean_gap), which a
-        starting model passes through first. One whose predictions spread and then fell together has
+        starting model passes through first, and are not closing in on it (the gap shrank by the `growth`
+        factor since the previous check). One whose predictions spread and then fell together has
         collapsed: the plain patience.
         (Measured, docs/health.md: a finding at the plain patience for every never-spread model alerted in
         healthy runs whose predictions took 4-8 checks after the warm-up to spread; so did one at the plain
         patience for never-spread predictions that were flat or falling over the window: a healthy batch-4
         sequence run sat at 0.012-0.017 for 4 checks after the warm-up, then spread.)"""
-        if self.peak.get(key, (0.0, 0))[0] >= limit or (finite(gap) and gap >= FAR_GAP):
+        prev, self.gaps[key] = self.gaps.get(key), gap if finite(gap) else None
+        closing = finite(prev) and finite(gap) and prev >= self.cfg.growth * gap
+        if self.peak.get(key, (0.0, 0))[0] >= limit or (finite(gap) and gap >= FAR_GAP and not closing):
             return self.cfg.patience
         return 2 * self.cfg.patience
 
@@ -192,12 +198,13 @@ class PredictionCollapse(Detector):
 
     def extra_state(self):
         return {"prev": dict(self.prev), "peak": {k: list(v) for k, v in self.peak.items()},
-                "start_fixed": self.start_fixed}
+                "start_fixed": self.start_fixed, "gaps": dict(self.gaps)}
 
     def load_extra_state(self, state):
         self.prev = dict(state.get("prev", {}))
         self.peak = {k: (float(v[0]), int(v[1])) for k, v in state.get("peak", {}).items()}
         self.start_fixed = state.get("start_fixed")
+        self.gaps = dict(state.get("gaps", {}))
 
 
 # ---------------------------------------------------------------- 2. runaway loss weighting
@@ -551,10 +558,12 @@ def rarer_split(rates: dict[str, float], samples: dict[str, float] | None = None
 # ---------------------------------------------------------------- 6. overfitting
 
 class Overfitting(Detector):
-    """Validation loss more than `overfit_margin` above its best for `eval_patience` consecutive
-    evaluations, with the rise in the validation loss only: the training loss rose by less than half
-    as much since the best epoch (it fell, or stayed flat after converging). Both rising together is
-    divergence, not overfitting."""
+    """Validation loss more than `overfit_margin` above its best and not recovering (its excess over the
+    best did not shrink by the `growth` factor since the previous evaluation) for `eval_patience`
+    consecutive evaluations, with the rise in the validation loss only: the training loss rose by less than
+    half as much since the best epoch (it fell, or stayed flat after converging). Both rising together is
+    divergence, not overfitting; a validation loss falling back to its best as fast as a low collapse
+    statistic must grow to count as recovering is a noisy evaluation passing, not overfitting."""
 
     name = "overfitting"
     doc = "val loss rising above its best for several evaluations while train loss falls"
@@ -562,17 +571,20 @@ class Overfitting(Detector):
     def __init__(self, cfg, warmup_steps=0):
         super().__init__(cfg, warmup_steps)
         self.best: tuple[int, float, float] | None = None  # (epoch, val, train at that epoch)
+        self.last: float | None = None  # val loss at the previous evaluation
 
     def evaluation(self, step, epoch, metrics):
         v, t = metrics.get("epoch/val_loss"), metrics.get("epoch/train_loss")
         if not (finite(v) and finite(t)):
             return []
         holds = False
+        last, self.last = self.last, v
         if self.best is None or v < self.best[1]:
             self.best = (int(epoch), v, t)
         else:
             be, bv, bt = self.best
-            holds = v > bv + self.cfg.overfit_margin * abs(bv) and (t - bt) < 0.5 * (v - bv)
+            holds = (v > bv + self.cfg.overfit_margin * abs(bv) and (t - bt) < 0.5 * (v - bv)
+                     and not (last is not None and last - bv >= self.cfg.growth * (v - bv)))
         s = self.judge("val_loss", "val", holds, step, epoch, self.cfg.eval_patience)
         if not s:
             return []
@@ -588,11 +600,12 @@ class Overfitting(Detector):
                                  "gap": v - t})]
 
     def extra_state(self):
-        return {"best": list(self.best) if self.best else None}
+        return {"best": list(self.best) if self.best else None, "last": self.last}
 
     def load_extra_state(self, state):
         b = state.get("best")
         self.best = (int(b[0]), float(b[1]), float(b[2])) if b else None
+        self.last = state.get("last")
 
 
 # ---------------------------------------------------------------- 7. gradient trouble
