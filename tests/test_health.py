@@ -112,6 +112,35 @@ def test_mean_gap_measures_only_the_dimensions_whose_target_varies():
     assert math.isnan(float(stats.tensors()["pred/mean_gap"]))
 
 
+def test_target_corr_says_whether_predictions_follow_the_targets_whatever_their_spread():
+    """pred/target_corr: Pearson correlation of prediction and target across every sample of the interval (two
+    updates here), per dimension, averaged over the dimensions where both vary. A model still starting is small
+    but aligned (1 at a spread of 1%); outputs unrelated to the targets are ~0; a masked row adds nothing."""
+    from runner.health.stats import CollapseStats
+    from runner.tasks.base import MonitorView
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(64, 2, generator=g)
+    cases = {"aligned": 0.5 + 0.01 * target, "unrelated": 0.01 * torch.randn(64, 2, generator=g), "reversed": -target}
+    got = {}
+    for name, pred in cases.items():
+        stats = CollapseStats()
+        stats.update(MonitorView(pred=pred[:32], target=target[:32]))
+        stats.update(MonitorView(pred=pred[32:], target=target[32:]))
+        got[name] = float(stats.tensors()["pred/target_corr"])
+    assert got["aligned"] == pytest.approx(1.0, abs=1e-6) and got["reversed"] == pytest.approx(-1.0, abs=1e-6)
+    assert abs(got["unrelated"]) < 0.3
+    stats = CollapseStats()  # a masked row (an absent lane slot) with a wild prediction changes nothing
+    pred = 0.5 + 0.01 * target
+    pred[0] = 100.0
+    mask = torch.ones(64, dtype=torch.bool)
+    mask[0] = False
+    stats.update(MonitorView(pred=pred, target=target, mask=mask))
+    assert float(stats.tensors()["pred/target_corr"]) == pytest.approx(1.0, abs=1e-6)
+    stats = CollapseStats()  # constant predictions: nothing to correlate
+    stats.update(MonitorView(pred=torch.zeros(8, 2), target=target[:8]))
+    assert math.isnan(float(stats.tensors()["pred/target_corr"]))
+
+
 def test_collapse_waits_for_warmup_and_fires_once_per_episode():
     rules = Rules(MonitorConfig(), warmup_steps=35)  # checks at steps 10, 20, 30 are warm-up
     seq = [0.01] * 9 + [0.9] * 3 + [0.01] * 4

@@ -7,6 +7,11 @@ This module is the one place that names the collapse metrics:
     pred/mean_gap                              |pred mean - target mean| / target std, per dimension, averaged
                                                over the dimensions whose target varies: ~0 when a collapsed
                                                model predicts the average target
+    pred/target_corr                           Pearson correlation of prediction and target across samples, per
+                                               dimension, averaged over the dimensions where both vary: whether
+                                               the outputs follow the targets, whatever their spread (a model
+                                               still starting is small but aligned; one whose inputs carry no
+                                               information about its targets is not)
     pred/<r>_mean, pred/<r>_max, pred/<r>_rate, target/<r>_rate    for each sparse/rare target r
 std is taken across all samples seen in the interval (per dimension, then averaged over
 dimensions), so it is meaningful even at batch size 2.
@@ -27,7 +32,7 @@ class CollapseStats:
         self.reset()
 
     def reset(self) -> None:
-        self.moments: Tensor | None = None  # [rows, sum pred (D), sum target (D), sum pred^2 (D), sum target^2 (D)]
+        self.moments: Tensor | None = None  # [rows, sum pred, sum target, sum pred^2, sum target^2, sum pred*target] (D each)
         self.dim = 0  # D
         self.extremes: Tensor | None = None  # [min pred, -max pred]
         self.rates: dict[str, list] = {}  # name -> [sums (prob, prob > threshold, target) [3], max prob, count]
@@ -49,7 +54,7 @@ class CollapseStats:
         # has collapsed (std 1e-4 around a mean of 0.5 is below float32's resolution there)
         x = x.to(torch.float32 if x.device.type == "mps" else torch.float64)
         sq = x[:, 1:]
-        moments = torch.cat([x.sum(0), (sq * sq).sum(0)])
+        moments = torch.cat([x.sum(0), (sq * sq).sum(0), (x[:, 1:1 + d] * x[:, 1 + d:]).sum(0)])
         if pred.numel():
             both = torch.cat([pred, -pred], 1)
             if keep is not None:
@@ -97,7 +102,7 @@ class CollapseStats:
         if self.moments is not None:
             d, m = self.dim, self.moments
             n = m[0].clamp_min(1)
-            s1, t1, s2, t2 = m[1:1 + d], m[1 + d:1 + 2 * d], m[1 + 2 * d:1 + 3 * d], m[1 + 3 * d:]
+            s1, t1, s2, t2, st = (m[1 + i * d:1 + (i + 1) * d] for i in range(5))
             mean = s1 / n
             var = (s2 / n - mean * mean).clamp_min(0) * (n / (n - 1).clamp_min(1))
             tmean = t1 / n
@@ -114,6 +119,11 @@ class CollapseStats:
             live = tsd > 0
             gap = torch.where(live, (mean - tmean).abs() / tsd.clamp_min(1e-12), 0).sum() / live.sum().clamp_min(1)
             out["pred/mean_gap"] = torch.where(live.any(), gap, float("nan")).float()
+            cov = (st / n - mean * tmean) * (n / (n - 1).clamp_min(1))
+            psd = var.sqrt()
+            both = live & (psd > 0)
+            corr = torch.where(both, cov / (psd * tsd).clamp_min(1e-30), 0).clamp(-1, 1).sum() / both.sum().clamp_min(1)
+            out["pred/target_corr"] = torch.where(both.any(), corr, float("nan")).float()
         for name, (sums, pmax, count) in self.rates.items():
             # a host count divides without a host-to-device copy (which would sync the stream)
             total = count.clamp_min(1) if torch.is_tensor(count) else max(count, 1)
