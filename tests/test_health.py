@@ -114,8 +114,9 @@ def test_mean_gap_measures_only_the_dimensions_whose_target_varies():
 
 def test_target_corr_says_whether_predictions_follow_the_targets_whatever_their_spread():
     """pred/target_corr: Pearson correlation of prediction and target across every sample of the interval (two
-    updates here), per dimension, averaged over the dimensions where both vary. A model still starting is small
-    but aligned (1 at a spread of 1%); outputs unrelated to the targets are ~0; a masked row adds nothing."""
+    updates here), per dimension, averaged over the dimensions where both vary. Predictions that follow the
+    targets correlate whatever their spread (1 at a spread of 1%); outputs unrelated to the targets are ~0; a
+    masked row adds nothing."""
     from runner.health.stats import CollapseStats
     from runner.tasks.base import MonitorView
     g = torch.Generator().manual_seed(0)

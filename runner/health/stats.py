@@ -9,9 +9,8 @@ This module is the one place that names the collapse metrics:
                                                model predicts the average target
     pred/target_corr                           Pearson correlation of prediction and target across samples, per
                                                dimension, averaged over the dimensions where both vary: whether
-                                               the outputs follow the targets, whatever their spread (a model
-                                               still starting is small but aligned; one whose inputs carry no
-                                               information about its targets is not)
+                                               the outputs follow the targets, whatever their spread (a
+                                               diagnostic: no rule reads it; docs/health.md "Measured" says why)
     pred/<r>_mean, pred/<r>_max, pred/<r>_rate, target/<r>_rate    for each sparse/rare target r
 std is taken across all samples seen in the interval (per dimension, then averaged over
 dimensions), so it is meaningful even at batch size 2.
