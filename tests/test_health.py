@@ -91,6 +91,12 @@ def test_never_spread_predictions_far_from_the_targets_get_no_starting_grace():
     closing = [{**r, "pred/mean_gap": g} for r, g in zip(ratios([0.01] * 8), [9.7, 10.1, 5.1, 3.0, 1.9, 1.8, 1.8, 1.8])]
     (i, f), = fired(feed_checks(Rules(), closing), "collapse")
     assert i == 6 and f.checks == 6
+    # closing in over the window, with one pause (12.5, 4.8, 4.9: a held-out healthy lanes run's val gap): the same
+    paused = [{**r, "pred/mean_gap": g} for r, g in zip(ratios([0.01] * 8), [12.5, 4.8, 4.9, 1.9, 1.8, 1.8, 1.8, 1.8])]
+    assert [i for i, _ in fired(feed_checks(Rules(), paused), "collapse")] == [6]
+    # far and wandering within the growth factor (targets x 100: 1.9-2.5 at every check): no grace
+    wander = [{**r, "pred/mean_gap": g} for r, g in zip(ratios([0.01] * 8), [2.1, 2.4, 1.9, 2.5, 2.0, 2.2, 1.9, 2.3])]
+    assert [i for i, _ in fired(feed_checks(Rules(), wander), "collapse")] == [3]
 
 
 def test_mean_gap_measures_only_the_dimensions_whose_target_varies():

@@ -41,8 +41,9 @@ MEAN_GAP = 0.25
 # first: its bias); predictions that have not spread and sit a target std or more from the targets' mean have
 # not even found that: their outputs do not reach the targets (targets on another scale than the head, a
 # saturated head, a degenerate minimum such as seed 002's corner box). They get no starting grace, unless the
-# gap is shrinking by the `growth` factor since the previous check: that model is still on its way to the targets
-# (targets that vary little put a model that has not converged yet many target stds away).
+# gap shrank by the `growth` factor within the patience window (against its largest value over the last
+# `patience` checks): that model is still on its way to the targets (targets that vary little put a model that
+# has not converged yet many target stds away).
 FAR_GAP = 1.0
 
 
@@ -64,7 +65,7 @@ class PredictionCollapse(Detector):
         super().__init__(cfg, warmup_steps)
         self.prev: dict[str, float] = {}
         self.peak: dict[str, tuple[float, int]] = {}  # key -> (highest ratio so far, its step)
-        self.gaps: dict[str, float | None] = {}  # key -> pred/mean_gap at the previous check (or evaluation)
+        self.gaps: dict[str, list[float]] = {}  # key -> pred/mean_gap at the last `patience` checks (or evaluations)
         self.start_fixed: float | None = None  # the fixed-input spread of the untrained model (monitor, fit start)
         self.sample_rows: list[list[float]] = []  # set by the monitor: fixed-batch predictions, for evidence
         self.target_rows: list[list[float]] = []
@@ -84,14 +85,17 @@ class PredictionCollapse(Detector):
         """A model that has never spread its predictions may still be starting: twice the patience, unless its
         predictions sit FAR_GAP target stds or more from the targets' mean (`gap`: pred/mean_gap), which a
         starting model passes through first, and are not closing in on it (the gap shrank by the `growth`
-        factor since the previous check). One whose predictions spread and then fell together has
-        collapsed: the plain patience.
+        factor against its largest value over the last `patience` checks: the window the rule waits over; one
+        check back alone lost the grace when the gap paused once on its way, as a held-out healthy lanes run's
+        val gap did: 12.5, 4.8, 4.9 target stds, then it spread). One whose predictions spread and then fell
+        together has collapsed: the plain patience.
         (Measured, docs/health.md: a finding at the plain patience for every never-spread model alerted in
         healthy runs whose predictions took 4-8 checks after the warm-up to spread; so did one at the plain
         patience for never-spread predictions that were flat or falling over the window: a healthy batch-4
         sequence run sat at 0.012-0.017 for 4 checks after the warm-up, then spread.)"""
-        prev, self.gaps[key] = self.gaps.get(key), gap if finite(gap) else None
-        closing = finite(prev) and finite(gap) and prev >= self.cfg.growth * gap
+        recent = self.gaps.get(key, [])
+        closing = finite(gap) and any(g >= self.cfg.growth * gap for g in recent)
+        self.gaps[key] = (recent + ([gap] if finite(gap) else []))[-self.cfg.patience:]
         if self.peak.get(key, (0.0, 0))[0] >= limit or (finite(gap) and gap >= FAR_GAP and not closing):
             return self.cfg.patience
         return 2 * self.cfg.patience
@@ -198,13 +202,13 @@ class PredictionCollapse(Detector):
 
     def extra_state(self):
         return {"prev": dict(self.prev), "peak": {k: list(v) for k, v in self.peak.items()},
-                "start_fixed": self.start_fixed, "gaps": dict(self.gaps)}
+                "start_fixed": self.start_fixed, "gaps": {k: list(v) for k, v in self.gaps.items()}}
 
     def load_extra_state(self, state):
         self.prev = dict(state.get("prev", {}))
         self.peak = {k: (float(v[0]), int(v[1])) for k, v in state.get("peak", {}).items()}
         self.start_fixed = state.get("start_fixed")
-        self.gaps = dict(state.get("gaps", {}))
+        self.gaps = {k: [float(g) for g in v] for k, v in state.get("gaps", {}).items()}
 
 
 # ---------------------------------------------------------------- 2. runaway loss weighting
