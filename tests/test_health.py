@@ -85,7 +85,7 @@ def test_never_spread_predictions_far_from_the_targets_get_no_starting_grace():
     assert i == 3 and f.checks == 3 and "never above 0.1" in f.evidence
     near = [{**r, "pred/mean_gap": 0.1} for r in ratios([0.01] * 8)]  # about the average target: may be starting
     assert [i for i, _ in fired(feed_checks(Rules(), near), "collapse")] == [6]
-    # far, but closing in on the targets (the gap shrank 1.5x or more since the previous check): still on its way,
+    # far, but closing in on the targets (the gap shrank 1.5x or more within the last 3 checks): still on its way,
     # the starting grace (targets that vary little put an unconverged model many target stds away; the health
     # suite's healthy_lanes_low_variance seed 3 went 9.7, 10.1, 5.1 target stds, then spread)
     closing = [{**r, "pred/mean_gap": g} for r, g in zip(ratios([0.01] * 8), [9.7, 10.1, 5.1, 3.0, 1.9, 1.8, 1.8, 1.8])]

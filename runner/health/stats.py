@@ -102,12 +102,11 @@ class CollapseStats:
             d, m = self.dim, self.moments
             n = m[0].clamp_min(1)
             s1, t1, s2, t2, st = (m[1 + i * d:1 + (i + 1) * d] for i in range(5))
-            mean = s1 / n
-            var = (s2 / n - mean * mean).clamp_min(0) * (n / (n - 1).clamp_min(1))
-            tmean = t1 / n
-            tvar = (t2 / n - tmean * tmean).clamp_min(0) * (n / (n - 1).clamp_min(1))
-            tsd = tvar.sqrt()  # per dimension
-            pstd, tstd = var.sqrt().mean().float(), tsd.mean().float()
+            bessel = n / (n - 1).clamp_min(1)  # sample (co)variances
+            mean, tmean = s1 / n, t1 / n
+            psd = ((s2 / n - mean * mean).clamp_min(0) * bessel).sqrt()  # per dimension
+            tsd = ((t2 / n - tmean * tmean).clamp_min(0) * bessel).sqrt()
+            pstd, tstd = psd.mean().float(), tsd.mean().float()
             out["pred/mean"] = mean.mean().float()
             out["pred/std"] = pstd
             out["pred/min"] = self.extremes[0]
@@ -118,8 +117,7 @@ class CollapseStats:
             live = tsd > 0
             gap = torch.where(live, (mean - tmean).abs() / tsd.clamp_min(1e-12), 0).sum() / live.sum().clamp_min(1)
             out["pred/mean_gap"] = torch.where(live.any(), gap, float("nan")).float()
-            cov = (st / n - mean * tmean) * (n / (n - 1).clamp_min(1))
-            psd = var.sqrt()
+            cov = (st / n - mean * tmean) * bessel
             both = live & (psd > 0)
             corr = torch.where(both, cov / (psd * tsd).clamp_min(1e-30), 0).clamp(-1, 1).sum() / both.sum().clamp_min(1)
             out["pred/target_corr"] = torch.where(both.any(), corr, float("nan")).float()
