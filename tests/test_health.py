@@ -99,6 +99,23 @@ def test_never_spread_predictions_far_from_the_targets_get_no_starting_grace():
     assert [i for i, _ in fired(feed_checks(Rules(), wander), "collapse")] == [3]
 
 
+def test_spread_growing_far_from_the_targets_is_not_recovery():
+    """Outputs that grow without getting nearer the targets are not on their way to them. The health suite's
+    target_scale_sequence seed 1 (targets x 100, a [0, 1] head): the spread grew 3x per check (0.1% to 0.4% of
+    the targets') while the gap stayed at 2.0-2.2 target stds; counting that growth as recovery delayed the
+    finding by two checks. The same growth about the average target is a model starting: it still resets."""
+    spread = [0.0011, 0.0013, 0.0035, 0.0011, 0.0004, 0.0003, 0.0001]
+    far = [{**r, "pred/mean_gap": g} for r, g in zip(ratios(spread), [2.0, 2.1, 2.15, 2.14, 2.08, 2.05, 2.07])]
+    (i, f), = fired(feed_checks(Rules(), far), "collapse")
+    assert i == 3 and f.checks == 3
+    near = [{**r, "pred/mean_gap": 0.1} for r in ratios(spread)]  # growing at checks 2 and 3: the streak restarts
+    assert [i for i, _ in fired(feed_checks(Rules(), near), "collapse")] == []
+    # far but closing in (gap 9.7, 10.1, 5.1 ...) while the spread grows: recovery, as before
+    closing = [{**r, "pred/mean_gap": g} for r, g in zip(ratios([0.002, 0.004, 0.008, 0.016, 0.032, 0.064]),
+                                                         [9.7, 10.1, 5.1, 3.0, 1.9, 1.2])]
+    assert fired(feed_checks(Rules(), closing), "collapse") == []
+
+
 def test_mean_gap_measures_only_the_dimensions_whose_target_varies():
     """pred/mean_gap: |pred mean - target mean| / target std per dimension, averaged over the dimensions whose
     target varies (an occupancy voxel never occupied has no spread to measure by: it must not turn the gap

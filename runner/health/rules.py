@@ -70,33 +70,41 @@ class PredictionCollapse(Detector):
         self.sample_rows: list[list[float]] = []  # set by the monitor: fixed-batch predictions, for evidence
         self.target_rows: list[list[float]] = []
 
-    def low(self, key: str, ratio: float, limit: float, step: int) -> bool:
-        """Below the limit and not recovering (growth from below TINY is noise, not recovery)."""
+    def far(self, key: str, gap: float | None) -> bool:
+        """Records the gap (`gap`: pred/mean_gap) and says whether the predictions sit FAR_GAP target stds or
+        more from the targets' mean and are not closing in on it. Closing in: the gap shrank by the `growth`
+        factor against its largest value over the last `patience` checks, the window the rule waits over (one
+        check back alone lost the grace when the gap paused once on its way, as a held-out healthy lanes run's
+        val gap did: 12.5, 4.8, 4.9 target stds, then it spread)."""
+        recent = self.gaps.get(key, [])
+        closing = finite(gap) and any(g >= self.cfg.growth * gap for g in recent)
+        self.gaps[key] = (recent + ([gap] if finite(gap) else []))[-self.cfg.patience:]
+        return finite(gap) and gap >= FAR_GAP and not closing
+
+    def low(self, key: str, ratio: float, limit: float, step: int, far: bool = False) -> bool:
+        """Below the limit and not recovering. Growth from below TINY is noise, not recovery; so is growth of
+        predictions that are `far` from the targets and not closing in: outputs that grow without getting nearer
+        the targets are not on their way to them (targets x 100 against a [0, 1] head: the spread grew 3x per
+        check, from 0.1% to 0.4% of the targets', while the gap stayed at 2.0-2.2 target stds)."""
         prev = self.prev.get(key)
         self.prev[key] = ratio
         if ratio > self.peak.get(key, (-1.0, 0))[0]:
             self.peak[key] = (ratio, step)
         if ratio >= limit:
             return False
-        recovering = prev is not None and ratio > TINY and ratio >= self.cfg.growth * max(prev, TINY / 2)
+        recovering = (not far and prev is not None and ratio > TINY
+                      and ratio >= self.cfg.growth * max(prev, TINY / 2))
         return not recovering
 
-    def patience(self, key: str, limit: float, gap: float | None = None) -> int:
+    def patience(self, key: str, limit: float, far: bool = False) -> int:
         """A model that has never spread its predictions may still be starting: twice the patience, unless its
-        predictions sit FAR_GAP target stds or more from the targets' mean (`gap`: pred/mean_gap), which a
-        starting model passes through first, and are not closing in on it (the gap shrank by the `growth`
-        factor against its largest value over the last `patience` checks: the window the rule waits over; one
-        check back alone lost the grace when the gap paused once on its way, as a held-out healthy lanes run's
-        val gap did: 12.5, 4.8, 4.9 target stds, then it spread). One whose predictions spread and then fell
-        together has collapsed: the plain patience.
+        predictions are `far` from the targets and not closing in (a starting model passes through the average
+        target first). One whose predictions spread and then fell together has collapsed: the plain patience.
         (Measured, docs/health.md: a finding at the plain patience for every never-spread model alerted in
         healthy runs whose predictions took 4-8 checks after the warm-up to spread; so did one at the plain
         patience for never-spread predictions that were flat or falling over the window: a healthy batch-4
         sequence run sat at 0.012-0.017 for 4 checks after the warm-up, then spread.)"""
-        recent = self.gaps.get(key, [])
-        closing = finite(gap) and any(g >= self.cfg.growth * gap for g in recent)
-        self.gaps[key] = (recent + ([gap] if finite(gap) else []))[-self.cfg.patience:]
-        if self.peak.get(key, (0.0, 0))[0] >= limit or (finite(gap) and gap >= FAR_GAP and not closing):
+        if self.peak.get(key, (0.0, 0))[0] >= limit or far:
             return self.cfg.patience
         return 2 * self.cfg.patience
 
@@ -110,8 +118,9 @@ class PredictionCollapse(Detector):
             return []
         key, limit = "pred/std_ratio", self.cfg.collapse_ratio
         # probabilities of a sparse target that collapsed with none predicted positive: the sparse rule's
-        holds = self.low(key, ratio, limit, step) and self.warm(step) and predicted_empty(values) is None
-        s = self.judge("predictions", "train", holds, step, epoch, self.patience(key, limit, values.get("pred/mean_gap")))
+        far = self.far(key, values.get("pred/mean_gap"))
+        holds = self.low(key, ratio, limit, step, far) and self.warm(step) and predicted_empty(values) is None
+        s = self.judge("predictions", "train", holds, step, epoch, self.patience(key, limit, far))
         if not s:
             return []
         ev = (f"pred std {fmt(values.get('pred/std', math.nan))} vs gt std {fmt(values.get('gt/std', math.nan))} "
@@ -131,7 +140,8 @@ class PredictionCollapse(Detector):
         fixed = metrics.get("health/fixed_std_ratio")
         if metrics.get("val/gt/std", 1.0) < 1e-8:
             ratio = None  # constant targets: nothing to compare
-        low_val = finite(ratio) and self.low("val/pred/std_ratio", ratio, self.cfg.collapse_ratio, step)
+        far = self.far("val/pred/std_ratio", metrics.get("val/pred/mean_gap"))
+        low_val = finite(ratio) and self.low("val/pred/std_ratio", ratio, self.cfg.collapse_ratio, step, far)
         low_fixed = finite(fixed) and self.low("health/fixed_std_ratio", fixed, self.cfg.identical_ratio, step)
         # Identical predictions for different inputs, after the warm-up, fail at the first evaluation that shows
         # them when the evidence says the model will not start spreading them: the inputs do not vary, or the
@@ -146,8 +156,8 @@ class PredictionCollapse(Detector):
         identical = finite(fixed) and fixed < self.cfg.identical_ratio
         if not s:
             holds = (low_val or low_fixed) and self.warm(step)
-            s = self.judge("predictions", "val", holds, step, epoch, self.patience(
-                "val/pred/std_ratio", self.cfg.collapse_ratio, metrics.get("val/pred/mean_gap")))
+            s = self.judge("predictions", "val", holds, step, epoch,
+                           self.patience("val/pred/std_ratio", self.cfg.collapse_ratio, far))
         if not s:
             return []
         parts = []
