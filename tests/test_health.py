@@ -114,6 +114,12 @@ def test_spread_growing_far_from_the_targets_is_not_recovery():
     closing = [{**r, "pred/mean_gap": g} for r, g in zip(ratios([0.002, 0.004, 0.008, 0.016, 0.032, 0.064]),
                                                          [9.7, 10.1, 5.1, 3.0, 1.9, 1.2])]
     assert fired(feed_checks(Rules(), closing), "collapse") == []
+    # the validation channel reads the same rule at evaluations
+    val = [{"val/pred/std_ratio": r, "val/pred/std": r * 0.3, "val/gt/std": 0.3, "val/pred/mean_gap": g}
+           for r, g in zip(spread, [2.0, 2.1, 2.15, 2.14, 2.08, 2.05, 2.07])]
+    assert [e for e, _ in fired(feed_evals(Rules(), val), "collapse")] == [3]
+    val_near = [{**m, "val/pred/mean_gap": 0.1} for m in val]
+    assert fired(feed_evals(Rules(), val_near), "collapse") == []
 
 
 def test_mean_gap_measures_only_the_dimensions_whose_target_varies():
