@@ -357,6 +357,19 @@ def test_a_class_with_a_recall_metric_is_left_to_the_rare_class_rule():
     assert not fired(feed_checks(again, dip, start=10), "sparse_collapse")  # occupancy's episode is active
 
 
+def test_a_class_whose_recall_the_task_declares_is_the_rare_class_rules_from_the_start():
+    """The task's baseline (Task.baseline(), set at fit start) has done_recall: done is a class per sample from
+    the first check, even when no evaluation can show its recall (a validation split without done positives:
+    the health suite's healthy_rare_learned seed 17, 2.5% of train and 0% of val, whose done probabilities sank
+    for 3 checks and then learned the class). Without a baseline the sparse rule still judges it."""
+    dip = [{"pred/done_mean": 0.0002, "target/done_rate": 0.023, "pred/occupancy_mean": 1e-5,
+            "target/occupancy_rate": 0.008}] * 4
+    rules = Rules()
+    rules.set_baseline({"pixel_error": 30.0, "done_recall": 0.0, "recall": 0.0})  # occupancy's `recall`: no class
+    assert [f.subject for _, f in fired(feed_checks(rules, dip), "sparse_collapse")] == ["occupancy"]
+    assert sorted(f.subject for _, f in fired(feed_checks(Rules(), dip), "sparse_collapse")) == ["done", "occupancy"]
+
+
 def occupancy_probs(spreads, means, rate=0.0085, mx=0.04):
     """Checks of a task whose predictions are the sparse target's own probabilities (pred/mean equals
     pred/occupancy_mean), as occupancy's monitor view gives."""

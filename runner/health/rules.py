@@ -420,7 +420,10 @@ class SparseCollapse(Detector):
     and not growing, for `patience` checks after warm-up. At evaluations, for targets without a recall
     metric: no validation element reaches the decision threshold (val/pred/<r>_max < 0.5). A target
     with a validation recall (a class per sample, like done) is the rare-class rule's once the first
-    evaluation has shown it: its per-check rate comes from a handful of positives."""
+    evaluation has shown it, or from the start when the task's baseline (Rules.set_baseline) has a recall for it:
+    its per-check rate comes from a handful of positives, and a validation split without positives never shows a
+    recall (a healthy run's done probabilities sank for 3 checks at 2.5% positives in training and none in
+    validation, then it learned the class: health suite, healthy_rare_learned seed 17)."""
 
     name = "sparse_collapse"
     doc = "mean predicted probability far below the target's positive rate; max never reaches 0.5"
@@ -998,8 +1001,11 @@ class Rules:
         self.by_name("data").empty = dict(empty or {})
 
     def set_baseline(self, baseline: dict[str, float]) -> None:
-        """The trivial predictor's val metrics (Task.baseline()), measured at fit start."""
+        """The trivial predictor's val metrics (Task.baseline()), measured at fit start. A <r>_recall among them
+        declares r a class per sample: the rare-class rule's from the start, not the sparse-target rule's."""
         self.by_name("baseline").baseline = {k: float(v) for k, v in baseline.items()}
+        self.by_name("sparse_collapse").classes.update(k[:-len("_recall")] for k in baseline
+                                                       if k.endswith("_recall") and len(k) > len("_recall"))
 
     def set_input_stats(self, stats: dict[str, dict]) -> None:
         """{split: {mean, std, min, max (per channel), spread, samples}} measured at fit start."""
