@@ -71,8 +71,16 @@ def test_a_collapse_to_the_average_target_names_inputs_without_information():
     mean = [{**r, "pred/mean_gap": 0.03} for r in ratios([0.5, 0.6, 0.004, 0.004, 0.004])]
     (_, f), = fired(feed_checks(Rules(), mean), "collapse")
     assert f.cause == "mean_target" and "wrong targets" in f.causes[0] and "0.03 target std" in f.evidence
-    corner = [{**r, "pred/mean_gap": 1.6} for r in ratios([0.5, 0.6, 0.004, 0.004, 0.004])]
+    corner = [{**r, "pred/mean_gap": 1.6, "pred/min": 0.97, "pred/max": 0.99}
+              for r in ratios([0.5, 0.6, 0.004, 0.004, 0.004])]
     (_, f), = fired(feed_checks(Rules(), corner), "collapse")
+    # a target std or more away: first that the outputs do not reach the targets (scale, saturation), with the
+    # numbers that show it, then the loss's degenerate minimum
+    assert f.cause == "collapse" and "do not reach the targets" in f.causes[0]
+    assert "1.6 target std" in f.causes[0] and "[0.97, 0.99], target std 0.3" in f.causes[0]
+    assert "degenerate minimum" in f.causes[1] and "scale" in f.fixes[0]
+    near = [{**r, "pred/mean_gap": 0.6} for r in ratios([0.5, 0.6, 0.004, 0.004, 0.004])]  # between the two
+    (_, f), = fired(feed_checks(Rules(), near), "collapse")
     assert f.cause == "collapse" and "degenerate minimum" in f.causes[0]
 
 

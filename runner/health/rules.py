@@ -199,10 +199,16 @@ class PredictionCollapse(Detector):
         if finite(gap) and gap < MEAN_GAP:
             adv = ADVICE["mean_target"].format(gap=fmt(gap))
             return adv.causes + self.causes(values), adv.fixes + ADVICE["collapse"].fixes, "mean_target"
-        causes = self.causes(values)
+        causes, fixes = self.causes(values), ADVICE["collapse"].fixes
+        if finite(gap) and gap >= FAR_GAP:  # the outputs do not reach the targets: say so first (the key stays)
+            lo, hi, std = (values.get(prefix + k) for k in ("pred/min", "pred/max", "gt/std"))
+            span = f" (predictions in [{fmt(lo)}, {fmt(hi)}], target std {fmt(std)})" if all(
+                finite(x) for x in (lo, hi, std)) else ""
+            far = ADVICE["out_of_reach"].format(gap=fmt(gap), span=span)
+            causes, fixes = far.causes + causes, far.fixes + fixes
         if finite(spread):
             causes = [ADVICE["inputs_ignored"].causes[0].format(spread=fmt(spread))] + causes
-        return causes, ADVICE["collapse"].fixes, "inputs_ignored" if finite(spread) else "collapse"
+        return causes, fixes, "inputs_ignored" if finite(spread) else "collapse"
 
     def causes(self, values) -> list[str]:
         if any(keys.is_loss_param(k) for k in values):
