@@ -76,9 +76,15 @@ def test_a_collapse_to_the_average_target_names_inputs_without_information():
     (_, f), = fired(feed_checks(Rules(), corner), "collapse")
     # a target std or more away: first that the outputs do not reach the targets (scale, saturation), with the
     # numbers that show it, then the loss's degenerate minimum
-    assert f.cause == "collapse" and "do not reach the targets" in f.causes[0]
-    assert "1.6 target std" in f.causes[0] and "[0.97, 0.99], target std 0.3" in f.causes[0]
+    assert f.cause == "collapse" and "do not reach the targets" in f.causes[0] and "1.6 target std" in f.causes[0]
+    assert "lie in [0.97, 0.99], narrower than one target std (0.3)" in f.causes[0] and "another scale" in f.causes[0]
     assert "degenerate minimum" in f.causes[1] and "scale" in f.fixes[0]
+    # a range wider than a target std held away from the targets (seed 002's corner box: [0, 1] vs std 0.3): a
+    # saturated head, not a scale; the fixes are the collapse's
+    wide = [{**r, "pred/min": 0.0, "pred/max": 1.0} for r in corner]
+    (_, f), = fired(feed_checks(Rules(), wide), "collapse")
+    assert "saturated sigmoid" in f.causes[0] and "another scale" not in f.causes[0]
+    assert "[0, 1], target std 0.3" in f.causes[0] and "scale" not in f.fixes[0]
     near = [{**r, "pred/mean_gap": 0.6} for r in ratios([0.5, 0.6, 0.004, 0.004, 0.004])]  # between the two
     (_, f), = fired(feed_checks(Rules(), near), "collapse")
     assert f.cause == "collapse" and "degenerate minimum" in f.causes[0]

@@ -48,12 +48,16 @@ ADVICE: dict[str, Advice] = {
                 "to use them (another loss term dominating the gradient: compare the grad/<head> norms)"],
         fixes=["check that each input's target belongs to it: python -m runner.check_data --config ... and the "
                "overlay images"]),
-    "out_of_reach": Advice(
-        causes=["the predictions do not reach the targets: their mean is {gap} target std from the targets' "
-                "mean{span}: targets on another scale or in other units than the model's outputs (pixels vs "
-                "[0, 1]), or a head held at the edge of its range (a saturated sigmoid)"],
+    "out_of_scale": Advice(
+        causes=["the predictions do not reach the targets: their mean is {gap} target std from the targets' mean "
+                "and all of them lie in [{lo}, {hi}], narrower than one target std ({std}): targets on another scale "
+                "or in other units than the model's outputs (pixels vs [0, 1])"],
         fixes=["check the targets' scale against what the model predicts (e.g. pixels vs [0, 1]): "
                "python -m runner.check_data --config ..."]),
+    "out_of_reach": Advice(
+        causes=["the predictions do not reach the targets: their mean is {gap} target std from the targets' "
+                "mean{span}: a head held at the edge of its range (a saturated sigmoid) or a constant the loss "
+                "settled on away from the targets"]),
     "loss_weighting": Advice(
         causes=[
             "learnable (Kendall) uncertainty weights: each weight follows 1/L of its own term, so a term that "

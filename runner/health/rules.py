@@ -202,9 +202,15 @@ class PredictionCollapse(Detector):
         causes, fixes = self.causes(values), ADVICE["collapse"].fixes
         if finite(gap) and gap >= FAR_GAP:  # the outputs do not reach the targets: say so first (the key stays)
             lo, hi, std = (values.get(prefix + k) for k in ("pred/min", "pred/max", "gt/std"))
-            span = f" (predictions in [{fmt(lo)}, {fmt(hi)}], target std {fmt(std)})" if all(
-                finite(x) for x in (lo, hi, std)) else ""
-            far = ADVICE["out_of_reach"].format(gap=fmt(gap), span=span)
+            known = all(finite(x) for x in (lo, hi, std))
+            # every prediction within less than one target std: the outputs live on another scale than the targets
+            # (targets x 100 against a [0, 1] head: [0.56, 0.94] vs std 23); a wider range held away from the targets
+            # is a saturated head or a degenerate constant (seed 002's corner box: [0, 1] vs std 0.28)
+            if known and hi - lo < std:
+                far = ADVICE["out_of_scale"].format(gap=fmt(gap), lo=fmt(lo), hi=fmt(hi), std=fmt(std))
+            else:
+                span = f" (predictions in [{fmt(lo)}, {fmt(hi)}], target std {fmt(std)})" if known else ""
+                far = ADVICE["out_of_reach"].format(gap=fmt(gap), span=span)
             causes, fixes = far.causes + causes, far.fixes + fixes
         if finite(spread):
             causes = [ADVICE["inputs_ignored"].causes[0].format(spread=fmt(spread))] + causes
