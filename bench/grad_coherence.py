@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -77,6 +78,7 @@ def run(job: str, out: Path, k: int) -> tuple[str, list[dict], dict[int, float]]
     argv = health_suite.argv_for(sc, int(seed), out, "small")
     rest = (["bugs"] + argv[2:]) if sc.bug else argv[3:]  # drop the interpreter and bugs.py / -m runner.train
     probe = out / f"{name}_{seed}.coherence.jsonl"
+    shutil.rmtree(out / name / f"seed{seed}", ignore_errors=True)  # one run's metrics.jsonl per job, not an older one
     env = {**os.environ, "WANDB_MODE": "offline", "COHERENCE_K": str(k)}
     with open(out / f"{name}_{seed}.log", "w") as log:
         subprocess.run([sys.executable, __file__, "--child", str(probe), "--", *rest], cwd=ROOT, env=env,
