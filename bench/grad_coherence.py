@@ -84,12 +84,9 @@ def run(job: str, out: Path, k: int) -> tuple[str, list[dict], dict[int, float]]
         subprocess.run([sys.executable, __file__, "--child", str(probe), "--", *rest], cwd=ROOT, env=env,
                        stdout=log, stderr=subprocess.STDOUT, check=True)
     rows = [json.loads(line) for line in open(probe)]
-    spread = {}
-    for metrics in (out / name / f"seed{seed}").rglob("metrics.jsonl"):
-        for line in open(metrics):
-            r = json.loads(line)
-            if "pred/std_ratio" in r:
-                spread[r["_step"]] = r["pred/std_ratio"]
+    run_dir = next((out / name / f"seed{seed}").rglob("metrics.jsonl")).parent
+    checks, _ = health_suite.load_rows(str(run_dir))
+    spread = {r["_step"]: r["pred/std_ratio"] for r in checks if "pred/std_ratio" in r}
     return job, rows, spread
 
 

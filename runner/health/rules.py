@@ -207,11 +207,11 @@ class PredictionCollapse(Detector):
             # (targets x 100 against a [0, 1] head: [0.56, 0.94] vs std 23); a wider range held away from the targets
             # is a saturated head or a degenerate constant (seed 002's corner box: [0, 1] vs std 0.28)
             if known and hi - lo < std:
-                far = ADVICE["out_of_scale"].format(gap=fmt(gap), lo=fmt(lo), hi=fmt(hi), std=fmt(std))
+                adv = ADVICE["out_of_scale"].format(gap=fmt(gap), lo=fmt(lo), hi=fmt(hi), std=fmt(std))
             else:
                 span = f" (predictions in [{fmt(lo)}, {fmt(hi)}], target std {fmt(std)})" if known else ""
-                far = ADVICE["out_of_reach"].format(gap=fmt(gap), span=span)
-            causes, fixes = far.causes + causes, far.fixes + fixes
+                adv = ADVICE["out_of_reach"].format(gap=fmt(gap), span=span)
+            causes, fixes = adv.causes + causes, adv.fixes + fixes
         if finite(spread):
             causes = [ADVICE["inputs_ignored"].causes[0].format(spread=fmt(spread))] + causes
         return causes, fixes, "inputs_ignored" if finite(spread) else "collapse"
