@@ -26,7 +26,7 @@ from runner.checkpoint import unwrap
 from runner.data.loading import EpochSampler, batch_size_of, move
 from runner.grad_norms import GradNorms, head_groups
 from runner.health.stats import CollapseStats
-from runner.meters import Meter, read_host
+from runner.meters import Meter, StepMedian, read_host
 from runner.nonfinite import NonFiniteError, NonFiniteGuard
 
 __all__ = ["Trainer", "RunState", "FixedBatch", "Interrupted", "NonFiniteError", "EpochSampler", "move"]
@@ -236,6 +236,7 @@ class Trainer:
         if self.sampler is not None:
             self.sampler.set_epoch(epoch, skip=st.batch_in_epoch * self.train_loader.batch_size)
         meter, stats, epoch_meter = Meter(), CollapseStats(), Meter()
+        median = StepMedian(keys.LOSS_MEDIAN)
         samples = interval_samples = pending = 0  # pending: steps not yet logged
         t_data = t_step = 0.0
         t_last = time.perf_counter()
@@ -250,6 +251,7 @@ class Trainer:
             with torch.no_grad():
                 meter.update_means({keys.train_key(k): v for k, v in terms.items()}, n)
                 epoch_meter.update_means({keys.TOTAL: terms[keys.TOTAL]}, n)
+                median.update(terms[keys.TOTAL])
                 meter.update_means(norms, 1)
                 stats.update(self.task.monitor_view(outputs, batch))
             samples += n
@@ -261,26 +263,27 @@ class Trainer:
             t_step += t_last - t_ready
             pending += 1
             if st.step % self.log_every == 0:
-                self._log_interval(epoch, meter, stats, t_data, t_step, interval_samples)
+                self._log_interval(epoch, meter, stats, median, t_data, t_step, interval_samples)
                 t_data = t_step = 0.0
                 interval_samples = pending = 0
             # under DDP every rank must stop at the same step: they agree at the log interval
             if self.should_stop or (self.interrupt_reason and (not self.distributed or st.step % self.log_every == 0)):
                 break
         if pending:  # the epoch's last, partial interval is logged and judged too (every rank has it)
-            self._log_interval(epoch, meter, stats, t_data, t_step, interval_samples)
+            self._log_interval(epoch, meter, stats, median, t_data, t_step, interval_samples)
         else:
             st.data_seconds, st.step_seconds = st.data_seconds + t_data, st.step_seconds + t_step
         out = self._read(epoch_meter)
         out["_samples"] = samples
         return out
 
-    def _log_interval(self, epoch: int, meter: Meter, stats: CollapseStats, t_data: float, t_step: float,
-                      samples: int) -> None:
+    def _log_interval(self, epoch: int, meter: Meter, stats: CollapseStats, median: StepMedian, t_data: float,
+                      t_step: float, samples: int) -> None:
         """One log interval: the host read, the non-finite check, the callbacks; then reset the meters."""
         st = self.state
         stop = torch.full((), float(self.interrupt_reason is not None), device=self.device)  # a fill, not a copy
-        values = self._read(meter, stats, extra={"_stop": stop, **self.guard.tensors()})
+        # the step-loss median is one rank's; under DDP the largest rank's is read (extra: MAX-reduced)
+        values = self._read(meter, stats, extra={"_stop": stop, **self.guard.tensors(), **median.tensors()})
         if values.pop("_stop") and not self.interrupt_reason:
             self.interrupt_reason = "SIGTERM on another rank"
         st.nonfinite_steps = self.guard.check(values, st.step)
@@ -293,6 +296,7 @@ class Trainer:
         st.last_train = self.emit_values("on_log", st.step, values)
         meter.reset()
         stats.reset()
+        median.reset()
         st.data_seconds, st.step_seconds = st.data_seconds + t_data, st.step_seconds + t_step
 
     @torch.no_grad()

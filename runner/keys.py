@@ -28,6 +28,7 @@ WEIGHT = "weight/"
 LOSS_PARAM = "loss/"
 GRAD = "grad/"
 HEALTH = "health/"
+LOSS_MEDIAN = HEALTH + "loss_median"  # the median of an interval's step losses (the explosion rule's)
 
 
 def is_loss_param(key: str) -> bool:

@@ -90,6 +90,26 @@ class Meter:
         self.groups.clear()
 
 
+class StepMedian:
+    """The median of one value over an interval's steps (the total loss): robust where the interval's mean
+    is not, e.g. at batch size 2 one confidently wrong label lifts the mean of 8 steps tenfold and leaves
+    the median where it was, while a diverging run lifts every step. Keeps 0-d device tensors (no host
+    read); `tensors()` stacks them once. NaN steps (skipped as non-finite) are left out (nanmedian)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.values: list[Tensor] = []
+
+    def update(self, value: Tensor) -> None:
+        self.values.append(value.detach().float().reshape(()))
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {self.name: torch.stack(self.values).nanmedian()} if self.values else {}
+
+    def reset(self) -> None:
+        self.values.clear()
+
+
 def read_host(tensors: dict[str, Tensor]) -> dict[str, float]:
     """The one host read of an interval: stack every 0-d tensor and convert once."""
     if not tensors:

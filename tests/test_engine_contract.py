@@ -3,6 +3,7 @@ not fail a run, every step reaching a log interval, a mid-epoch stop that keeps 
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import torch
@@ -79,6 +80,10 @@ def test_one_nonfinite_batch_per_epoch_does_not_fail_the_run_and_it_resumes_with
     skipped = [r["health/nonfinite_steps"] for r in rows if "health/nonfinite_steps" in r]
     assert skipped[-1] == 2.0  # one per epoch, counted
     assert max(r["health/nonfinite_streak"] for r in rows if "health/nonfinite_streak" in r) == 1.0
+    # the explosion rule's step-loss median is logged at every interval, the NaN step's one included (nanmedian)
+    medians = [r.get("health/loss_median") for r in rows if "health/nonfinite_steps" in r]
+    assert all(m is not None and math.isfinite(m) for m in medians), medians
+    assert len(medians) > len([r for r in rows if "health/nonfinite_steps" in r and "train/loss" in r])
     latest = ckpt.load(run / "checkpoints" / "latest.pt")
     assert latest["health"]["status"] != "failed", latest["health"]
     assert latest["run_state"]["nonfinite_steps"] == 2

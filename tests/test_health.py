@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import pytest
 import torch
 
 from conftest import find_wandb_run, inspect_records, inspect_summary, run_cli
+from runner import keys
 from runner.config import MonitorConfig
 from runner.health.findings import Finding
 from runner.health.replay import replay
 from runner.health.rules import DETECTORS, Rules
 from runner.health.table import health_table
+from runner.meters import StepMedian, read_host
 
 LOG = 10  # steps between scripted checks
 
@@ -506,6 +509,37 @@ def test_a_spike_that_clipping_bounds_is_not_an_explosion():
     rules.set_grad_clip(1.0)
     assert not fired(feed_checks(rules, rows), "gradients")
     assert fired(feed_checks(Rules(), rows), "gradients")  # unclipped, the persisting spike is one
+
+
+def test_the_loss_judged_is_the_median_of_the_steps_where_it_is_logged():
+    """Batch size 2 (health suite, healthy_batch2 seed 19): one confidently wrong done label per interval lifted
+    three consecutive intervals' mean loss 15-40x its running median while the clipped norm and the validation
+    loss did not move. The median of the interval's step losses stays; a diverging run lifts it too."""
+    losses = [[0.1] * 8 for _ in range(10)]
+    for i in (6, 7, 8):
+        losses[i][3] = 30.0  # one step of 8
+    rows = [{"grad/total": 1.0, "train/loss": statistics.mean(x), keys.LOSS_MEDIAN: statistics.median(x)}
+            for x in losses]
+    assert not fired(feed_checks(Rules(), rows), "gradients")
+    mean_only = [{k: v for k, v in r.items() if k != keys.LOSS_MEDIAN} for r in rows]
+    assert [f.subject for _, f in fired(feed_checks(Rules(), mean_only), "gradients")] == ["explosion"]
+    for i in (6, 7, 8):
+        losses[i] = [30.0] * 8  # every step up: a divergence
+    rows = [{"grad/total": 1.0, "train/loss": statistics.mean(x), keys.LOSS_MEDIAN: statistics.median(x)}
+            for x in losses]
+    found = fired(feed_checks(Rules(), rows), "gradients")
+    assert [(i, f.subject) for i, f in found] == [(9, "explosion")]
+    assert found[0][1].title == "exploding train/loss" and "median of the steps" in found[0][1].evidence
+
+
+def test_step_median_is_robust_to_one_step_and_skips_non_finite_ones():
+    m = StepMedian(keys.LOSS_MEDIAN)
+    assert m.tensors() == {}
+    for v in (0.1, 0.2, 50.0, 0.15, float("nan")):
+        m.update(torch.tensor(v))
+    assert read_host(m.tensors()) == {keys.LOSS_MEDIAN: pytest.approx(0.15)}
+    m.reset()
+    assert m.tensors() == {}
 
 
 def test_skipped_steps_are_at_most_a_warning():

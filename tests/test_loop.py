@@ -166,3 +166,28 @@ def test_the_docs_example_runs_as_written(monkeypatch, capsys):
     exec(compile(code, "docs/health.md", "exec"), {})
     out = capsys.readouterr().out
     assert "status: HEALTHY" in out and "collapse         ok" in out, out
+
+
+def losses_in_a_loop(spike_steps) -> list:
+    """A user's loop whose total loss is 0.1, and 30 at `spike_steps`: what the explosion rule judges."""
+    torch.manual_seed(0)
+    monitor = Monitor(echo=None, run=None)
+    found = []
+    for step in range(1, 121):
+        y = torch.randn(16, 3)
+        pred = y + 0.1 * torch.randn(16, 3)
+        monitor.step(pred, y, losses={"loss": torch.tensor(30.0 if step in spike_steps else 0.1)},
+                     grads={"total": torch.tensor(1.0)})
+        if step % LOG_EVERY == 0:
+            found += monitor.log(step, step / 120, {"lr": 1e-2})
+    return [f for f in found if f.detector == "gradients"]
+
+
+def test_one_bad_step_per_interval_is_not_an_explosion_in_a_users_loop_and_a_divergence_is():
+    """The monitor judges the median of an interval's step losses (batch size 2: one wrong label lifts the
+    mean tenfold); every step of an interval up is a divergence."""
+    one_per_interval = {s for s in range(60, 121) if s % LOG_EVERY == 3}
+    assert losses_in_a_loop(one_per_interval) == []
+    diverging = set(range(60, 121))
+    found = losses_in_a_loop(diverging)
+    assert [f.subject for f in found] == ["explosion"] and "median of the steps" in found[0].evidence

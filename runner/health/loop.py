@@ -32,7 +32,7 @@ from runner.health.findings import Finding, status_of
 from runner.health.rules import Rules
 from runner.health.stats import CollapseStats
 from runner.health.table import health_table
-from runner.meters import Meter, read_host
+from runner.meters import Meter, StepMedian, read_host
 from runner.tasks.base import MonitorView
 
 Reduce = Callable[[Tensor, str], Tensor]  # (tensor, "sum" | "min" | "max") -> the tensor combined over ranks
@@ -121,6 +121,7 @@ class Monitor:
         self.samples: dict[str, float] = {}  # split -> samples the class balance was measured on
         self.empty: dict[str, float] = {}  # split -> fraction of samples with no positive element
         self.stats, self.meter = CollapseStats(), Meter()
+        self.median = StepMedian(keys.LOSS_MEDIAN)  # of the steps' total loss: the explosion rule's
         self.val_stats, self.val_meter = CollapseStats(keys.VAL), Meter()
         self.train_loss = [0.0, 0.0]  # host-side sum of train/loss x samples over the logged intervals, samples
         self._samples = 0  # samples fed since the last log (a Python number: no device read)
@@ -142,6 +143,8 @@ class Monitor:
         b = int(pred.shape[0]) if n is None else int(n)
         self.stats.update(MonitorView(pred, target, dict(rates or {}), mask))
         self._feed(self.meter, keys.train_key, keys.TRAIN, losses, weights, grads, b)
+        if losses and keys.TOTAL in losses:
+            self.median.update(losses[keys.TOTAL])
         self._samples += b
 
     @torch.no_grad()
@@ -175,9 +178,12 @@ class Monitor:
         `reduce` combines the accumulators across DDP ranks first (see reduce_accumulators)."""
         if reduce is not None:
             reduce_accumulators(self.stats, self.meter, reduce)
-        tensors = {**self.meter.tensors(), **self.stats.tensors()}
+        tensors = {**self.meter.tensors(), **self.stats.tensors(), **self.median.tensors()}
+        if reduce is not None and keys.LOSS_MEDIAN in tensors:  # one rank's median: the largest rank's is read
+            tensors[keys.LOSS_MEDIAN] = reduce(tensors[keys.LOSS_MEDIAN].reshape(1), "max").reshape(())
         self.meter.reset()
         self.stats.reset()
+        self.median.reset()
         samples, self._samples = self._samples, 0
         if not self.reporting:
             return []

@@ -642,9 +642,9 @@ class Overfitting(Detector):
 class GradientTrouble(Detector):
     """Non-finite loss or gradient norm (read_host drops NaN, so a vanished key counts) or skipped steps: a
     warning at once (the engine alone fails a run, after train.nonfinite_patience consecutive skips);
-    the applied gradient norm (grad/total bounded by train.grad_clip) or train/loss above `explode_factor` x
-    its running median for `patience` consecutive checks; a head whose gradient norm
-    stays below `vanish_ratio` x the largest other head's for `patience` checks after warm-up, if it is
+    the applied gradient norm (grad/total bounded by train.grad_clip) or the loss (health/loss_median, the
+    median of the interval's step losses; train/loss where none is logged) above `explode_factor` x its running
+    median for `patience` consecutive checks; a head whose gradient norm stays below `vanish_ratio` x the largest other head's for `patience` checks after warm-up, if it is
     exactly zero or the head has never had more (a head whose gradient shrank there has converged)."""
 
     name = "gradients"
@@ -699,8 +699,13 @@ class GradientTrouble(Detector):
                 s, {}, cause="nonfinite"))
         # -- explosion, relative to the running median of earlier checks. The gradient norm judged is the one
         # the optimizer applies (min(grad/total, train.grad_clip)): a spike that clipping bounds is not applied.
+        # The loss judged is the median of the interval's step losses where it is logged (health/loss_median):
+        # at batch size 2 one confidently wrong label lifts an interval's mean loss tenfold for 3 checks in a
+        # healthy run whose clipped gradient and validation loss do not move (docs/health.md); a diverging run
+        # lifts every step, so its median too. The mean (train/loss) is judged where no median is logged.
         spikes = []
-        for k in ("grad/total", "train/loss"):
+        loss = keys.LOSS_MEDIAN if keys.LOSS_MEDIAN in values else "train/loss"
+        for k in ("grad/total", loss):
             v = values.get(k)
             if k == "grad/total" and finite(v):
                 v = min(v, self.clip)
@@ -716,10 +721,12 @@ class GradientTrouble(Detector):
         # (measured: docs/health.md); a diverging run stays up
         s = self.judge("explosion", "train", bool(spikes), step, epoch, self.cfg.patience)
         if s:
-            ev = "; ".join(f"{k} {fmt(v)} = {v / med:.0f}x its running median {fmt(med)}" for k, v, med in spikes)
+            ev = "; ".join(f"{'train/loss (median of the steps)' if k == keys.LOSS_MEDIAN else k} {fmt(v)} = "
+                           f"{v / med:.0f}x its running median {fmt(med)}" for k, v, med in spikes)
             clip = f", clipped at {fmt(self.clip)}" if math.isfinite(self.clip) else ""
             found.append(self.finding(
-                "warning", "explosion", step, epoch, "exploding " + " and ".join(k for k, _, _ in spikes),
+                "warning", "explosion", step, epoch,
+                "exploding " + " and ".join("train/loss" if k == keys.LOSS_MEDIAN else k for k, _, _ in spikes),
                 ev + f" at step {step}, for {s.count} check{'s' if s.count > 1 else ''} (lr "
                 f"{fmt(values.get('lr', math.nan))}{clip})",
                 ADVICE["explosion"].causes, ADVICE["explosion"].fixes, s, {k: v for k, v, _ in spikes},
