@@ -644,8 +644,9 @@ class GradientTrouble(Detector):
     warning at once (the engine alone fails a run, after train.nonfinite_patience consecutive skips);
     the applied gradient norm (grad/total bounded by train.grad_clip) or the loss (health/loss_median, the
     median of the interval's step losses; train/loss where none is logged) above `explode_factor` x its running
-    median for `patience` consecutive checks; a head whose gradient norm stays below `vanish_ratio` x the largest other head's for `patience` checks after warm-up, if it is
-    exactly zero or the head has never had more (a head whose gradient shrank there has converged)."""
+    median for `patience` consecutive checks; a head whose gradient norm stays below `vanish_ratio` x the
+    largest other head's for `patience` checks after warm-up, if it is exactly zero or the head has never had
+    more (a head whose gradient shrank there has converged)."""
 
     name = "gradients"
     doc = "non-finite loss/gradients, exploding norms, or a head with (almost) no gradient"
