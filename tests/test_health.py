@@ -530,6 +530,12 @@ def test_the_loss_judged_is_the_median_of_the_steps_where_it_is_logged():
     found = fired(feed_checks(Rules(), rows), "gradients")
     assert [(i, f.subject) for i, f in found] == [(9, "explosion")]
     assert found[0][1].title == "exploding train/loss" and "median of the steps" in found[0][1].evidence
+    # a replay of the logged rows (python -m runner.health RUN) judges the same median
+    logged = [{**r, "_step": 10 * (i + 1), "lr": 1e-3} for i, r in enumerate(rows)]
+    assert [f.subject for f in replay(logged).findings if f.detector == "gradients"] == ["explosion"]
+    for r in logged[6:9]:
+        r[keys.LOSS_MEDIAN] = 0.1  # one bad step per interval: the median stays
+    assert not [f for f in replay(logged).findings if f.detector == "gradients"]
 
 
 def test_step_median_is_robust_to_one_step_and_skips_non_finite_ones():

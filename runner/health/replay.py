@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from runner import keys
 from runner.config import MonitorConfig
 from runner.health.rules import Rules
 
@@ -18,7 +19,8 @@ def is_evaluation(record: dict[str, Any]) -> bool:
 
 
 # statistics the monitor itself logs at checks and evaluations: inputs to the rules, replayed with the rows
-MEASURED = ("health/fixed_std_ratio", "health/nonfinite_steps", "health/param_norm", "health/fixed_input_spread")
+MEASURED = ("health/fixed_std_ratio", "health/nonfinite_steps", "health/param_norm", "health/fixed_input_spread",
+            keys.LOSS_MEDIAN)
 
 
 def replay(records: Iterable[dict[str, Any]], cfg: MonitorConfig | None = None, warmup_steps: int = 0,
