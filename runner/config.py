@@ -77,6 +77,9 @@ class MonitorConfig(Section):
     on_failure: Literal["warn", "stop"] = "warn"  # stop: save a checkpoint marked with the failure, then stop
     warmup_steps: Optional[int] = Field(None, ge=0)  # steps before step-level rules judge; None: optim.warmup_steps
     patience: int = Field(3, gt=0)  # consecutive checks (log intervals) a step-level condition must hold
+    # a check counts toward that patience once it spans this many steps: shorter log intervals (train.log_every
+    # 1) are pooled, each of them holding the condition (every shipped config and benchmark preset logs less often)
+    min_check_steps: int = Field(4, ge=0)
     eval_patience: int = Field(3, gt=0)  # consecutive evaluations for rare-class and overfitting rules
     clear_checks: int = Field(3, gt=0)  # clean checks that end an episode; the next episode alerts again
     collapse_ratio: float = Field(0.1, gt=0, lt=1)  # pred/std_ratio below this is collapse (seed 002: 0.005/0.3)

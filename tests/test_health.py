@@ -67,6 +67,23 @@ def test_collapse_rule(seq, fires):
         assert "vs gt std 0.3" in f.evidence and f.checks in (3, 6)
 
 
+def test_a_check_every_step_is_pooled_so_persistence_is_not_a_few_steps():
+    """train.log_every 1 (health suite, healthy_log_every_1 and healthy_puzzle_log1 seed 27): a spread that fell
+    below the limit for 3 one-step checks is 3 optimizer steps; checks are pooled to monitor.min_check_steps (4)
+    steps, each of them holding the condition, so the patience is 3 x 4 steps as at a 4-step interval."""
+    rows = ratios([0.5] * 3 + [0.05] * 20)
+
+    def every_step(rules, rows):
+        return [(i, f) for i, v in enumerate(rows, 1) for f in rules.check(i, i / 100, {"lr": 1e-3, **v})
+                if f.detector == "collapse"]
+    found = every_step(Rules(), rows)
+    assert [(i, f.checks, f.onset_step) for i, f in found] == [(15, 3, 4)]  # 12 low steps: 3 checks of 4
+    assert [i for i, _ in every_step(Rules(MonitorConfig(min_check_steps=1)), rows)] == [6]  # unpooled: 3 steps
+    rows[9] = ratios([0.5])[0]  # one step that does not hold restarts the streak
+    assert [i for i, _ in every_step(Rules(), rows)] == [22]  # low again from step 11: 11-14, 15-18, 19-22
+    assert [i for i, _ in fired(feed_checks(Rules(), ratios([0.5] * 3 + [0.05] * 4)), "collapse")] == [6]  # 10 steps
+
+
 def test_a_collapse_to_the_average_target_names_inputs_without_information():
     """Inputs paired with the wrong targets: the best a loss can do is the average target for every input
     (pred/mean_gap ~0). A collapse to a constant away from the targets (a corner box, a saturated head) is

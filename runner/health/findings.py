@@ -88,19 +88,25 @@ class Finding:
 
 @dataclass
 class Streak:
-    """Consecutive checks a condition has held, and when it began."""
+    """Consecutive checks a condition has held, and when it began. A check counts once it spans `min_steps`
+    training steps: shorter log intervals are pooled (the condition must hold at each of them), so logging
+    every step does not shorten the persistence a rule asks for to a few optimizer steps."""
 
     count: int = 0
     onset_step: int = 0
     onset_epoch: float = 0.0
+    pooled: int = 0  # steps of the checks that held since the last one counted
 
-    def update(self, holds: bool, step: int, epoch: float) -> int:
+    def update(self, holds: bool, step: int, epoch: float, steps: int | None = None, min_steps: int = 0) -> int:
         if holds:
-            if self.count == 0:
+            if self.count == 0 and self.pooled == 0:
                 self.onset_step, self.onset_epoch = step, epoch
-            self.count += 1
+            self.pooled += steps if steps is not None else min_steps
+            if self.pooled >= min_steps:
+                self.count += 1
+                self.pooled = 0
         else:
-            self.count = 0
+            self.count, self.pooled = 0, 0
         return self.count
 
 
@@ -115,6 +121,7 @@ class Detector:
         self.streaks: dict[str, Streak] = {}
         self.active: dict[str, int] = {}  # subject -> clean checks since the condition last held
         self.checks = 0
+        self.check_steps: int | None = None  # the steps the current check spans (Rules.check sets it)
 
     # -- hooks; return the findings that open a new episode
     def check(self, step: int, epoch: float, values: dict[str, float]) -> list[Finding]:
@@ -130,7 +137,9 @@ class Detector:
     def judge(self, subject: str, channel: str, holds: bool, step: int, epoch: float, patience: int) -> Streak | None:
         """Advance the (subject, channel) streak; return it when a new episode of `subject` fires."""
         s = self.streaks.setdefault(f"{subject}|{channel}", Streak())
-        s.update(holds, step, epoch)
+        # a step-level streak that asks for persistence counts checks of at least monitor.min_check_steps
+        pool = channel == "train" and patience > 1
+        s.update(holds, step, epoch, self.check_steps if pool else None, self.cfg.min_check_steps if pool else 0)
         if holds:
             if subject in self.active:
                 self.active[subject] = 0

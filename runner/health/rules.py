@@ -1007,6 +1007,7 @@ class Rules:
         self.cfg = cfg or MonitorConfig()
         self.detectors = [cls(self.cfg, warmup_steps) for cls in DETECTORS]
         self.findings: list[Finding] = []
+        self.last_step: int | None = None  # the previous check's step
 
     def by_name(self, name: str) -> Detector:
         return next(d for d in self.detectors if d.name == name)
@@ -1039,6 +1040,11 @@ class Rules:
         self.by_name("gradients").scaler = bool(on)
 
     def check(self, step: int, epoch: float, values: dict[str, float]) -> list[Finding]:
+        # the steps this check spans (the log interval); the first check, or one after a resume, counts in full
+        span = step - self.last_step if self.last_step is not None and step > self.last_step else None
+        self.last_step = step
+        for d in self.detectors:
+            d.check_steps = span
         new = [f for d in self.detectors for f in d.check(step, epoch, values)]
         self.findings += new
         return new
@@ -1056,11 +1062,12 @@ class Rules:
 
     def state_dict(self) -> dict[str, Any]:
         return {"detectors": {d.name: d.state_dict() for d in self.detectors},
-                "findings": [f.to_dict() for f in self.findings], "status": self.status()}
+                "findings": [f.to_dict() for f in self.findings], "status": self.status(), "last_step": self.last_step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for d in self.detectors:
             if d.name in state["detectors"]:
                 d.load_state_dict(state["detectors"][d.name])
         self.findings = [Finding.from_dict(f) for f in state["findings"]]
+        self.last_step = state.get("last_step")
 
