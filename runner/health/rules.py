@@ -587,12 +587,14 @@ def rarer_split(rates: dict[str, float], samples: dict[str, float] | None = None
 # ---------------------------------------------------------------- 6. overfitting
 
 class Overfitting(Detector):
-    """Validation loss more than `overfit_margin` above its best and not recovering (its excess over the
-    best did not shrink by the `growth` factor since the previous evaluation) for `eval_patience`
+    """Validation loss more than `overfit_margin` above its best and not recovering for `eval_patience`
     consecutive evaluations, with the rise in the validation loss only: the training loss rose by less than
     half as much since the best epoch (it fell, or stayed flat after converging). Both rising together is
-    divergence, not overfitting; a validation loss falling back to its best as fast as a low collapse
-    statistic must grow to count as recovering is a noisy evaluation passing, not overfitting."""
+    divergence, not overfitting. Recovering is a trend, as the rise is: the val loss fell at each of the last
+    two evaluations and its excess over the best shrank by the `growth` factor over them (a noisy evaluation
+    passing). One lower evaluation is noise, as one higher one is: counted as recovery, a single drop from a
+    val loss far above its best restarted the count (health suite, overfit_tiny_train: 2.02 best, then 4.76,
+    5.13, 3.96, 3.48, 3.72, 7.26 alerted 6 evaluations after the best)."""
 
     name = "overfitting"
     doc = "val loss rising above its best for several evaluations while train loss falls"
@@ -600,20 +602,21 @@ class Overfitting(Detector):
     def __init__(self, cfg, warmup_steps=0):
         super().__init__(cfg, warmup_steps)
         self.best: tuple[int, float, float] | None = None  # (epoch, val, train at that epoch)
-        self.last: float | None = None  # val loss at the previous evaluation
+        self.recent: list[float] = []  # val losses at the previous two evaluations, oldest first
 
     def evaluation(self, step, epoch, metrics):
         v, t = metrics.get("epoch/val_loss"), metrics.get("epoch/train_loss")
         if not (finite(v) and finite(t)):
             return []
         holds = False
-        last, self.last = self.last, v
+        recent, self.recent = self.recent, (self.recent + [v])[-2:]
         if self.best is None or v < self.best[1]:
             self.best = (int(epoch), v, t)
         else:
             be, bv, bt = self.best
-            holds = (v > bv + self.cfg.overfit_margin * abs(bv) and (t - bt) < 0.5 * (v - bv)
-                     and not (last is not None and last - bv >= self.cfg.growth * (v - bv)))
+            recovering = (len(recent) == 2 and recent[0] > recent[1] > v
+                          and recent[0] - bv >= self.cfg.growth * (v - bv))
+            holds = v > bv + self.cfg.overfit_margin * abs(bv) and (t - bt) < 0.5 * (v - bv) and not recovering
         s = self.judge("val_loss", "val", holds, step, epoch, self.cfg.eval_patience)
         if not s:
             return []
@@ -629,12 +632,13 @@ class Overfitting(Detector):
                                  "gap": v - t})]
 
     def extra_state(self):
-        return {"best": list(self.best) if self.best else None, "last": self.last}
+        return {"best": list(self.best) if self.best else None, "recent": list(self.recent)}
 
     def load_extra_state(self, state):
         b = state.get("best")
         self.best = (int(b[0]), float(b[1]), float(b[2])) if b else None
-        self.last = state.get("last")
+        last = state.get("last")  # saved before the recovery trend: the previous evaluation only
+        self.recent = [float(x) for x in state.get("recent", [] if last is None else [last])][-2:]
 
 
 # ---------------------------------------------------------------- 7. gradient trouble
