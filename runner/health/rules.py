@@ -593,7 +593,7 @@ class Overfitting(Detector):
     divergence, not overfitting. Recovering is a trend, as the rise is: the val loss fell at each of the last
     two evaluations and its excess over the best shrank by the `growth` factor over them (a noisy evaluation
     passing). One lower evaluation is noise, as one higher one is: counted as recovery, a single drop from a
-    val loss far above its best restarted the count (health suite, overfit_tiny_train: 2.02 best, then 4.76,
+    val loss far above its best restarted the count (health suite, overfit_tiny_train seed 7: 2.02 best, then 4.76,
     5.13, 3.96, 3.48, 3.72, 7.26 alerted 6 evaluations after the best)."""
 
     name = "overfitting"
