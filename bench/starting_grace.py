@@ -34,8 +34,8 @@ def finished(out: Path) -> list[tuple]:
         for base in sorted((out / sc.name).glob("seed*")):
             done = sorted(base.glob("*/summary.json"))
             if done:
-                summary = json.loads(done[-1].read_text())
-                runs.append((sc, int(base.name[len("seed"):]), str(done[-1].parent), summary.get("health/findings", [])))
+                found = json.loads(done[-1].read_text()).get("health/findings", [])
+                runs.append((sc, int(base.name[len("seed"):]), str(done[-1].parent), found))
     return runs
 
 
