@@ -14,34 +14,31 @@ false positives in the runs the outcome calls healthy.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from health_suite import SCENARIOS, RunResult, score  # noqa: E402
+from health_suite import SCENARIOS, run_one, score  # noqa: E402
 
 from runner.health.rules import PredictionCollapse  # noqa: E402
 
 
 def finished(out: Path) -> list[tuple]:
-    runs = []
-    for sc in SCENARIOS:
-        for base in sorted((out / sc.name).glob("seed*")):
-            done = sorted(base.glob("*/summary.json"))
-            if done:
-                found = json.loads(done[-1].read_text()).get("health/findings", [])
-                runs.append((sc, int(base.name[len("seed"):]), str(done[-1].parent), found))
-    return runs
+    """(scenario, the suite's RunResult) of every finished run: run_one reuses a run with a summary (and never
+    starts one here: directories without one are skipped first)."""
+    return [(sc, run_one(sc, int(base.name[len("seed"):]), out, reuse=True))
+            for sc in SCENARIOS for base in sorted((out / sc.name).glob("seed*"))
+            if list(base.glob("*/summary.json"))]
 
 
 def scored(runs: list[tuple]) -> list[dict]:
-    return [score(sc, RunResult(sc.name, seed, run_dir, True, 0.0, findings=list(found)), use_replay=True)
-            for sc, seed, run_dir, found in runs]
+    # score() replaces a result's findings with the replayed ones: each pass replays from the recorded findings
+    return [score(sc, replace(res, findings=list(res.findings)), use_replay=True) for sc, res in runs]
 
 
 def summary(rows: list[dict], holdout: int | None) -> dict:
